@@ -1,0 +1,207 @@
+"""The engine's entry points: numpy arrays in, numpy arrays out.
+
+    result = stylize(content, [style], StyleConfig(size=512, steps=300), callback=print)
+
+Images are float32 HxWx3 RGB in 0..1 (uint8/uint16, gray or RGBA are accepted and converted;
+alpha is ignored). The result is at the processed size (long side ``config.size``).
+"""
+from __future__ import annotations
+
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from .config import StyleConfig
+from .encoders.vgg import VGG19Encoder, deepest, resolve_layer
+from .encoders.weights import get_encoder
+from .errors import InputError
+from .image import check_array, fit_long_side, to_tensor
+from .losses import Objective, content_terms, style_terms
+from .optim import OptimizeResult, Progress, ProgressCallback, StopFlag, optimize, to_numpy
+
+__all__ = ["stylize", "reconstruct", "texture", "StyleResult", "Progress", "select_device"]
+
+
+@dataclass
+class StyleResult:
+    image: np.ndarray  # HxWx3 float32 0..1
+    loss: float  # last evaluated total loss
+    losses: dict[str, float]  # its content / style / tv parts
+    history: list[float]  # total loss after each step
+    steps: int  # steps run
+    stopped: bool  # True if ``stop`` was set before the end
+    seconds: float  # in the optimisation loop
+    device: str
+
+
+def select_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dev = torch.device(name)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise InputError("device", name, "CUDA is not available here (no GPU or a CPU-only torch build)")
+    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
+        raise InputError("device", name, f"only {torch.cuda.device_count()} CUDA device(s) present")
+    return dev
+
+
+def _generator(seed: int | None) -> torch.Generator:
+    g = torch.Generator("cpu")
+    if seed is None:
+        g.seed()
+    else:
+        g.manual_seed(seed)
+    return g
+
+
+def _noise(shape: tuple[int, int], cfg: StyleConfig, gen: torch.Generator, device: torch.device) -> torch.Tensor:
+    # Drawn on the CPU so the same seed gives the same start on every device.
+    n = torch.randn((1, 3, *shape), generator=gen) * cfg.noise_std + cfg.noise_mean
+    return (n * 255.0).to(device)
+
+
+def _blur(t: torch.Tensor, sigma: float) -> torch.Tensor:
+    if sigma <= 0:
+        return t
+    from skimage.filters import gaussian
+
+    a = gaussian(t[0].permute(1, 2, 0).cpu().numpy(), sigma=sigma, channel_axis=-1, preserve_range=True)
+    return torch.from_numpy(np.ascontiguousarray(a, dtype=np.float32)).permute(2, 0, 1)[None].to(t.device)
+
+
+def _init_image(
+    cfg: StyleConfig, shape: tuple[int, int], content: torch.Tensor | None, style: torch.Tensor | None,
+    gen: torch.Generator, device: torch.device,
+) -> torch.Tensor:
+    if cfg.init == "content" and content is not None:
+        x = content
+    elif cfg.init == "style" and style is not None:
+        x = torch.nn.functional.interpolate(style, size=shape, mode="bicubic", antialias=True).clamp(0, 255)
+    elif cfg.init in ("noise", "content", "style"):
+        x = _noise(shape, cfg, gen, device)  # texture/reconstruct: there is no content to start from
+    else:
+        from .image import read_image
+
+        x = to_tensor(read_image(cfg.init, "init"), shape, device)
+    return _blur(x, cfg.init_blur)
+
+
+def _encoder(cfg: StyleConfig, layers: Sequence[str], device: torch.device) -> VGG19Encoder:
+    return get_encoder(cfg.weights, deepest(layers), cfg.pooling, device, cfg.allow_download)
+
+
+def _run(
+    x0: torch.Tensor, objective: Objective, cfg: StyleConfig, device: torch.device, stage: str,
+    callback: ProgressCallback | None, stop: StopFlag | None,
+) -> StyleResult:
+    r: OptimizeResult = optimize(
+        x0, objective, steps=cfg.steps, optimizer=cfg.optimizer, lr=cfg.lr, stage=stage,
+        callback=callback, stop=stop, save_every=cfg.save_every,
+    )
+    return StyleResult(to_numpy(r.image), r.loss, r.losses, r.history, r.steps, r.stopped, r.seconds, str(device))
+
+
+def _setup(config: StyleConfig | None) -> tuple[StyleConfig, torch.device, torch.Generator]:
+    cfg = config or StyleConfig()
+    cfg.check()
+    device = select_device(cfg.device)
+    if cfg.seed is not None:
+        torch.manual_seed(cfg.seed)
+    return cfg, device, _generator(cfg.seed)
+
+
+def stylize(
+    content: np.ndarray,
+    styles: Sequence[np.ndarray] | np.ndarray,
+    config: StyleConfig | None = None,
+    *,
+    callback: ProgressCallback | None = None,
+    stop: StopFlag | threading.Event | None = None,
+) -> StyleResult:
+    """Gatys et al. style transfer of ``styles`` onto ``content``."""
+    # 1. Check inputs.
+    cfg, device, gen = _setup(config)
+    content_a = check_array(content, "content")
+    style_list = [styles] if isinstance(styles, np.ndarray) else list(styles)
+    if not style_list:
+        raise InputError("styles", style_list, "at least one style image is needed")
+    style_a = [check_array(s, f"styles[{i}]") for i, s in enumerate(style_list)]
+    if cfg.style_blend and len(cfg.style_blend) != len(style_a):
+        raise InputError("style_blend", cfg.style_blend, f"needs one weight per style image ({len(style_a)})")
+    # 2. Images to tensors at the processing sizes.
+    shape = fit_long_side(*content_a.shape[:2], cfg.size)
+    content_t = to_tensor(content_a, shape, device)
+    style_size = max(1, round(cfg.size * cfg.style_scale))
+    style_t = [to_tensor(s, fit_long_side(*s.shape[:2], style_size), device) for s in style_a]
+    # 3. Encoder up to the deepest layer used, and the loss targets.
+    encoder = _encoder(cfg, [*cfg.content_layers, *cfg.style_layers], device)
+    objective = Objective(
+        encoder,
+        content=content_terms(encoder, content_t, cfg.content_layers, cfg.content_layer_weights, cfg.content_weight)
+        if cfg.content_weight > 0 else [],
+        style=style_terms(encoder, style_t, cfg.style_blend, cfg.style_layers, cfg.style_layer_weights, cfg.style_weight)
+        if cfg.style_weight > 0 else [],
+        tv_weight=cfg.tv_weight,
+    )
+    # 4. Start image and optimisation.
+    x0 = _init_image(cfg, shape, content_t, style_t[0], gen, device)
+    return _run(x0, objective, cfg, device, "stylize", callback, stop)
+
+
+def reconstruct(
+    image: np.ndarray,
+    layer: str,
+    config: StyleConfig | None = None,
+    *,
+    callback: ProgressCallback | None = None,
+    stop: StopFlag | threading.Event | None = None,
+) -> StyleResult:
+    """Content reconstruction (Gatys et al. 2016, Fig. 1): an image whose ``layer`` features match."""
+    cfg, device, gen = _setup(config)
+    layer = resolve_layer(layer, "layer")
+    a = check_array(image, "image")
+    shape = fit_long_side(*a.shape[:2], cfg.size)
+    target = to_tensor(a, shape, device)
+    encoder = _encoder(cfg, [layer], device)
+    objective = Objective(encoder, content=content_terms(encoder, target, [layer], (), 1.0))
+    init = "noise" if cfg.init in ("content", "style") else cfg.init
+    x0 = _init_image(cfg.replace(init=init), shape, None, None, gen, device)
+    return _run(x0, objective, cfg, device, f"reconstruct {layer}", callback, stop)
+
+
+def texture(
+    style: np.ndarray | Sequence[np.ndarray],
+    config: StyleConfig | None = None,
+    *,
+    shape: tuple[int, int] | None = None,
+    callback: ProgressCallback | None = None,
+    stop: StopFlag | threading.Event | None = None,
+) -> StyleResult:
+    """Texture synthesis (Gatys, Ecker, Bethge 2015): an image with the style's Gram statistics.
+
+    ``shape`` (h, w) of the output; default: the style's aspect at long side ``config.size``.
+    The style is analysed at long side ``config.size * config.style_scale``.
+    """
+    cfg, device, gen = _setup(config)
+    style_list = [style] if isinstance(style, np.ndarray) else list(style)
+    if not style_list:
+        raise InputError("style", style_list, "at least one style image is needed")
+    style_a = [check_array(s, f"style[{i}]") for i, s in enumerate(style_list)]
+    if shape is not None:
+        if len(shape) != 2 or min(shape) < 1 or max(shape) > 20000:
+            raise InputError("shape", shape, "must be (height, width), each 1..20000")
+        out_shape = (int(shape[0]), int(shape[1]))
+    else:
+        out_shape = fit_long_side(*style_a[0].shape[:2], cfg.size)
+    style_size = max(1, round(cfg.size * cfg.style_scale))
+    style_t = [to_tensor(s, fit_long_side(*s.shape[:2], style_size), device) for s in style_a]
+    encoder = _encoder(cfg, cfg.style_layers, device)
+    terms = style_terms(encoder, style_t, cfg.style_blend, cfg.style_layers, cfg.style_layer_weights, 1.0)
+    objective = Objective(encoder, style=terms, tv_weight=cfg.tv_weight)
+    init = "noise" if cfg.init == "content" else cfg.init
+    x0 = _init_image(cfg.replace(init=init), out_shape, None, style_t[0], gen, device)
+    return _run(x0, objective, cfg, device, "texture", callback, stop)
+

@@ -1,0 +1,126 @@
+"""The one configuration dataclass shared by the engine API, the CLI and the GIMP dialog.
+
+Every field carries its help text and, where it has one, its choices and bounds in `metadata`;
+the CLI builds its options from these fields (see `nst_engine.cli.options`) and the GIMP plug-in
+receives the same names through the bridge. `check()` validates a config and raises an
+`InputError` naming the argument and the value.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .errors import InputError
+
+MAX_SIZE = 20000  # px; anything larger is almost surely a typo (and would not fit in memory)
+
+
+def _opt(help: str, **meta: Any) -> dict[str, Any]:
+    return {"help": help, **meta}
+
+
+@dataclass
+class StyleConfig:
+    """Settings of one run of the iterative optimizer (Gatys et al. 2016)."""
+
+    # --- image sizes -------------------------------------------------------------------------
+    size: int = field(default=512, metadata=_opt("long side of the processed image in px", lo=1, hi=MAX_SIZE))
+    style_scale: float = field(
+        default=1.0, metadata=_opt("style image long side relative to --size", lo=0.01, hi=16.0)
+    )
+    # --- optimizer ---------------------------------------------------------------------------
+    steps: int = field(default=500, metadata=_opt("optimizer steps (one loss+gradient evaluation each)", lo=0, hi=10**6))
+    optimizer: str = field(default="lbfgs", metadata=_opt("optimizer", choices=("lbfgs", "adam")))
+    lr: float = field(default=1.0, metadata=_opt("learning rate (pixel units 0..255 for adam; step scale for lbfgs)", lo=1e-6, hi=1e4))
+    # --- initial image -----------------------------------------------------------------------
+    init: str = field(default="content", metadata=_opt("start image: content, noise, style or an image FILE"))
+    init_blur: float = field(default=0.0, metadata=_opt("Gaussian blur sigma (px) applied to the start image", lo=0.0, hi=1000.0))
+    noise_mean: float = field(default=0.5, metadata=_opt("mean of the noise start image (0..1)", lo=-10.0, hi=10.0))
+    noise_std: float = field(default=0.1, metadata=_opt("std of the noise start image (0..1)", lo=0.0, hi=10.0))
+    # --- loss --------------------------------------------------------------------------------
+    content_layers: tuple[str, ...] = field(default=("relu4_2",), metadata=_opt("VGG-19 layers for the content loss"))
+    content_layer_weights: tuple[float, ...] = field(default=(), metadata=_opt("per content layer weights (default 1 each)"))
+    style_layers: tuple[str, ...] = field(
+        default=("relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1"),
+        metadata=_opt("VGG-19 layers for the style (Gram) loss"),
+    )
+    style_layer_weights: tuple[float, ...] = field(default=(), metadata=_opt("per style layer weights (default 1 each)"))
+    content_weight: float = field(default=1.0, metadata=_opt("content loss weight", lo=0.0, hi=1e12))
+    style_weight: float = field(default=1.0, metadata=_opt("style loss weight", lo=0.0, hi=1e12))
+    tv_weight: float = field(default=0.0, metadata=_opt("total-variation (smoothness) weight", lo=0.0, hi=1e12))
+    style_blend: tuple[float, ...] = field(default=(), metadata=_opt("weights of several style images (default equal)"))
+    # --- network -----------------------------------------------------------------------------
+    pooling: str = field(default="max", metadata=_opt("VGG pooling", choices=("max", "avg")))
+    weights: str = field(default="caffe", metadata=_opt("VGG-19 weights: caffe (shipped), torchvision, or a .pth/.safetensors FILE"))
+    allow_download: bool = field(default=False, metadata=_opt("let --weights torchvision download into the torch cache"))
+    device: str = field(default="auto", metadata=_opt("compute device: auto, cpu, cuda or cuda:N"))
+    # --- run ---------------------------------------------------------------------------------
+    seed: int | None = field(default=0, metadata=_opt("random seed (same seed, same CPU output bit for bit)"))
+    save_every: int = field(default=0, metadata=_opt("hand a snapshot to the callback every N steps (0: never)", lo=0, hi=10**6))
+
+    def replace(self, **changes: Any) -> "StyleConfig":
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "StyleConfig":
+        """Build a config from plain JSON-like data (the bridge, saved settings), checked."""
+        names = {f.name: f for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - set(names))
+        if unknown:
+            raise InputError("config", unknown[0], f"unknown setting; known: {', '.join(sorted(names))}")
+        values = {}
+        for key, value in data.items():
+            if isinstance(names[key].default, tuple) and isinstance(value, (list, tuple)):
+                value = tuple(value)
+            values[key] = value
+        cfg = cls(**values)
+        cfg.check()
+        return cfg
+
+    def check(self) -> None:
+        """Raise `InputError` (naming the option and its value) if any setting is invalid."""
+        from .encoders.vgg import resolve_layer  # local: keeps config importable without torch
+
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            meta = f.metadata
+            if "choices" in meta and value not in meta["choices"]:
+                raise InputError(f.name, value, f"must be one of {', '.join(meta['choices'])}")
+            if "lo" in meta:
+                if isinstance(value, bool) or not isinstance(value, (int, float)):
+                    raise InputError(f.name, value, "must be a number")
+                if isinstance(value, float) and not math.isfinite(value):
+                    raise InputError(f.name, value, "must be finite")
+                if f.type == "int" and not isinstance(value, int):
+                    raise InputError(f.name, value, "must be a whole number")
+                if not meta["lo"] <= value <= meta["hi"]:
+                    raise InputError(f.name, value, f"must be between {meta['lo']} and {meta['hi']}")
+        if self.size <= 0:
+            raise InputError("size", self.size, "must be > 0")
+        for name in ("content_layers", "style_layers"):
+            for layer in getattr(self, name):
+                resolve_layer(layer, argument=name)
+        for layers, weights, name in (
+            (self.content_layers, self.content_layer_weights, "content_layer_weights"),
+            (self.style_layers, self.style_layer_weights, "style_layer_weights"),
+        ):
+            if weights and len(weights) != len(layers):
+                raise InputError(name, weights, f"needs one weight per layer ({len(layers)})")
+            if any((not math.isfinite(w)) or w < 0 for w in weights):
+                raise InputError(name, weights, "weights must be finite and >= 0")
+        if any((not math.isfinite(w)) or w < 0 for w in self.style_blend) or (
+            self.style_blend and sum(self.style_blend) <= 0
+        ):
+            raise InputError("style_blend", self.style_blend, "weights must be >= 0 with a positive sum")
+        if self.init not in ("content", "noise", "style") and not Path(self.init).is_file():
+            raise InputError("init", self.init, "not content, noise, style, or an existing image file")
+        if self.device != "auto" and not (self.device == "cpu" or self.device.startswith("cuda")):
+            raise InputError("device", self.device, "must be auto, cpu, cuda or cuda:N")
+        if self.seed is not None and not isinstance(self.seed, int):
+            raise InputError("seed", self.seed, "must be a whole number")

