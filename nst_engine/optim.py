@@ -56,6 +56,31 @@ def to_numpy(image: torch.Tensor) -> np.ndarray:
     return (image.detach().clamp(0, 255) / 255.0)[0].permute(1, 2, 0).float().cpu().numpy()
 
 
+class PixelOptimizer:
+    """One step at a time: evaluate the objective and its gradient at x, then move x."""
+
+    def __init__(self, image: torch.Tensor, objective: Objective, optimizer: str = "lbfgs", lr: float = 1.0) -> None:
+        self.x = image.detach().clone().requires_grad_(True)
+        self.objective = objective
+        self.lbfgs = LBFGS(self.x.numel(), lr=lr, device=self.x.device) if optimizer == "lbfgs" else None
+        self.adam = torch.optim.Adam([self.x], lr=lr) if optimizer == "adam" else None
+
+    def step(self) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """Returns the (detached) loss and its parts at x before the move."""
+        x = self.x
+        x.grad = None
+        total, parts = self.objective(x)
+        total.backward()
+        assert x.grad is not None
+        with torch.no_grad():
+            if self.lbfgs is not None:
+                x.add_(self.lbfgs.direction(x.grad.reshape(-1)).view_as(x))
+            else:
+                assert self.adam is not None
+                self.adam.step()
+        return total.detach(), {k: v.detach() for k, v in parts.items()}
+
+
 def optimize(
     image: torch.Tensor,
     objective: Objective,
@@ -69,9 +94,7 @@ def optimize(
     save_every: int = 0,
 ) -> OptimizeResult:
     """Minimise ``objective`` over the pixels of ``image`` (1,3,H,W, RGB 0..255)."""
-    x = image.detach().clone().requires_grad_(True)
-    lbfgs = LBFGS(x.numel(), lr=lr, device=x.device) if optimizer == "lbfgs" else None
-    adam = torch.optim.Adam([x], lr=lr) if optimizer == "adam" else None
+    opt = PixelOptimizer(image, objective, optimizer, lr)
     history: list[float] = []
     t0 = time.perf_counter()
     stopped = False
@@ -81,35 +104,26 @@ def optimize(
         if stop is not None and stop.is_set():
             stopped = True
             break
-        x.grad = None
-        total, parts = objective(x)
-        total.backward()
-        loss = float(total.detach())
+        total, parts = opt.step()
+        loss = float(total)
         if not math.isfinite(loss):
             raise EngineRuntimeError(
                 f"optimisation diverged at step {step} of {stage} (loss={loss}); lower --lr or the loss weights"
             )
-        with torch.no_grad():
-            if lbfgs is not None:
-                assert x.grad is not None
-                x.add_(lbfgs.direction(x.grad.reshape(-1)).view_as(x))
-            else:
-                assert adam is not None
-                adam.step()
         history.append(loss)
         if callback is not None:
             parts_f = {k: float(v) for k, v in parts.items()}
             elapsed = time.perf_counter() - t0
             snap = None
             if save_every and (step % save_every == 0 or step == steps):
-                snap = to_numpy(x)
+                snap = to_numpy(opt.x)
             callback(Progress(stage, step, steps, loss, parts_f, elapsed, elapsed / step * (steps - step), snap))
     if not parts_f and parts:
         parts_f = {k: float(v) for k, v in parts.items()}
-    with torch.no_grad():
-        if not torch.isfinite(x).all():
-            raise EngineRuntimeError(f"optimisation produced NaN pixels in {stage}")
-    return OptimizeResult(x.detach(), len(history), loss, parts_f, history, stopped, time.perf_counter() - t0)
+    x = opt.x.detach()
+    if not torch.isfinite(x).all():
+        raise EngineRuntimeError(f"optimisation produced NaN pixels in {stage}")
+    return OptimizeResult(x, len(history), loss, parts_f, history, stopped, time.perf_counter() - t0)
 
 
 def evaluate(image: torch.Tensor, objective: Objective) -> tuple[float, dict[str, float]]:

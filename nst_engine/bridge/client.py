@@ -32,6 +32,7 @@ except ImportError:  # pragma: no cover - loaded as a plain module
 CONFIG_NAME = "nst-bridge.json"
 STATE_NAME = "server.json"
 LOG_NAME = "server.log"
+STARTING_NAME = "starting.json"
 DEFAULT_IDLE_TIMEOUT = 900.0
 START_TIMEOUT = float(os.environ.get("NST_BRIDGE_START_TIMEOUT", "180"))
 INSTALL_HINT = "Run `nst gimp-install` from the Python environment where nst-gimp is installed, then restart GIMP."
@@ -107,6 +108,21 @@ def log_tail(directory: Path, lines: int = 8) -> str:
 # the connection
 # --------------------------------------------------------------------------------------------
 
+def _alive(pid: int) -> bool:
+    """Is process ``pid`` running (not gone, not a zombie)? POSIX only."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:
+        pass
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as fh:
+            return fh.read().rsplit(b")", 1)[1].split()[0] != b"Z"
+    except (OSError, IndexError):
+        return True
+
+
 class _Lock:
     """An exclusive lock file, so two plug-in runs do not both start a server."""
 
@@ -149,6 +165,7 @@ class Engine:
         self.cfg = cfg
         self.dir = state_dir(cfg)
         self.timing: dict[str, Any] = {}
+        self._pending: subprocess.Popen | None = None
 
     # --- server discovery / start ----------------------------------------------------------
     def _hello(self, st: dict[str, Any], timeout: float = 5.0) -> tuple[socket.socket, dict[str, Any]]:
@@ -212,12 +229,56 @@ class Engine:
         else:
             kw["start_new_session"] = True  # GIMP killing the plug-in must not kill the server
         try:
-            return subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=log, env=env,
+            proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=log, env=env,
                                     cwd=str(self.dir), close_fds=True, **kw)
         except OSError as e:
             raise BridgeError(f"The NST engine could not be started ({python}: {e}). {INSTALL_HINT}") from None
         finally:
             log.close()
+        # Tell other plug-in processes that a server is on its way (they wait instead of spawning).
+        (self.dir / STARTING_NAME).write_text(json.dumps({"pid": proc.pid, "time": time.time()}))
+        return proc
+
+    def _starting_pid(self) -> int | None:
+        """The pid of a server another process started moments ago and that is still coming up."""
+        if sys.platform == "win32":
+            return None
+        try:
+            st = json.loads((self.dir / STARTING_NAME).read_text())
+            pid, started = int(st["pid"]), float(st["time"])
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
+        if time.time() - started > START_TIMEOUT:
+            return None
+        st = read_state(self.dir)
+        if st is not None and st.get("pid") == pid:
+            return None  # it has started (and, if it does not answer, died since)
+        return pid if _alive(pid) else None
+
+    def _make_dir(self) -> None:
+        self.dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        try:
+            os.chmod(self.dir, 0o700)
+        except OSError:
+            pass
+
+    def prestart(self) -> bool:
+        """Start the server in the background if none runs (while the user is in the dialog, say),
+        without waiting for it. True if one was started; `connect` then waits for that one."""
+        found = self._try_existing()
+        if found is not None:
+            found[0].close()
+            return False
+        self._make_dir()
+        with _Lock(self.dir / "spawn.lock"):
+            found = self._try_existing()
+            if found is not None:
+                found[0].close()
+                return False
+            if self._starting_pid() is not None:
+                return False
+            self._pending = self._spawn()
+        return True
 
     def connect(self) -> tuple[socket.socket, dict[str, Any]]:
         """An authenticated connection to a running server of this engine (started if needed)."""
@@ -225,32 +286,37 @@ class Engine:
         self.timing = {"spawned": False}
         found = self._try_existing()
         if found is None:
-            self.dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-            try:
-                os.chmod(self.dir, 0o700)
-            except OSError:
-                pass
+            self._make_dir()
             with _Lock(self.dir / "spawn.lock"):
                 found = self._try_existing()  # somebody else may have started one meanwhile
                 if found is None:
-                    found = self._start()
+                    pending, self._pending = self._pending, None
+                    self.timing["spawned"] = True
+                    if pending is not None and pending.poll() is None:
+                        self.timing["prestarted"] = True
+                        found = self._wait_for(pending.pid, pending)
+                    else:
+                        pid = self._starting_pid()
+                        if pid is not None:
+                            found = self._wait_for(pid, None)
+                        else:
+                            proc = self._spawn()
+                            found = self._wait_for(proc.pid, proc)
         self.timing["connect_s"] = time.monotonic() - t0
         return found
 
-    def _start(self) -> tuple[socket.socket, dict[str, Any]]:
-        old = read_state(self.dir)
-        proc = self._spawn()
-        self.timing["spawned"] = True
+    def _wait_for(self, pid: int, proc: subprocess.Popen | None) -> tuple[socket.socket, dict[str, Any]]:
+        """Wait until the server ``pid`` has written its state file and answers."""
         deadline = time.monotonic() + START_TIMEOUT
         while time.monotonic() < deadline:
-            code = proc.poll()
+            code = proc.poll() if proc is not None else None
             st = read_state(self.dir)
-            if st and st.get("pid") == proc.pid and st != old:
+            if st and st.get("pid") == pid:
                 try:
                     return self._hello(st)
                 except (OSError, protocol.ProtocolError):
                     pass
-            if code is not None:
+            if code is not None or (proc is None and self._starting_pid() != pid):
                 tail = log_tail(self.dir)
                 raise BridgeError(
                     f"The NST engine exited while starting (exit code {code}). "

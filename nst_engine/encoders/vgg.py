@@ -97,9 +97,10 @@ class VGG19Encoder(nn.Module):
         for name in LAYER_NAMES[: last + 1]:
             if name.startswith("conv"):
                 w, b = state[f"{name}.weight"], state[f"{name}.bias"]
-                conv = nn.Conv2d(w.shape[1], w.shape[0], 3, padding=1)
-                conv.weight.data.copy_(w)
-                conv.bias.data.copy_(b)
+                # Built on the meta device: no wasted random init, the weights are assigned.
+                conv = nn.Conv2d(w.shape[1], w.shape[0], 3, padding=1, device="meta")
+                conv.weight = nn.Parameter(w.float(), requires_grad=False)
+                conv.bias = nn.Parameter(b.float(), requires_grad=False)
                 layers.append(conv)
             elif name.startswith("relu"):
                 # Not in-place: the pre-activation conv output is also an observable layer.
@@ -124,10 +125,15 @@ class VGG19Encoder(nn.Module):
         deepest = max(self.names.index(n) for n in wanted)
         out: dict[str, torch.Tensor] = {}
         x = self.normalize(image)
+        prev = ""
         for name, layer in zip(self.names[: deepest + 1], self.layers):
-            x = layer(x)
+            if isinstance(layer, nn.ReLU) and prev not in wanted:
+                x = torch.relu_(x)  # in place: saves a pass over memory; conv's backward needs not its output
+            else:
+                x = layer(x)
             if name in wanted:
                 out[name] = x
+            prev = name
         return out
 
 

@@ -1,0 +1,156 @@
+"""The GIMP procedures' arguments, derived from `StyleConfig` (written out at install time).
+
+GIMP's Python has neither numpy nor torch, so the plug-in cannot import the engine to learn its
+settings. ``nst gimp-install`` therefore writes `spec()` as ``nst-gimp-args.json`` next to the
+plug-in, and the plug-in registers its PDB arguments from that file. Arguments that are
+`StyleConfig` fields (``steps``, ``size``, ``style-weight``, ...) take their default, bounds and
+help from the field itself, so the dialog, scripts and the CLI can never disagree; reinstalling
+after an engine upgrade refreshes them (the installer touches the plug-in so GIMP re-reads it).
+Arguments that only exist in GIMP (style layer, compositing, layer mode, ...) are declared here.
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+from ..config import StyleConfig
+
+SPEC_VERSION = 1
+GINT_MAX = 2**31 - 1
+
+# StyleConfig fields the procedures expose, in dialog order, with dialog-only hints: the label,
+# and the slider's soft range (typing still accepts anything within the field's bounds).
+CONFIG_FIELDS: dict[str, dict[str, Any]] = {
+    "steps": {"nick": "S_teps", "soft": [1, 1000]},
+    "size": {"nick": "Si_ze (px)", "soft": [64, 2048],
+             "extra": ". For a selection, the layer's scale is kept (the selection is processed at the "
+                      "same px per px as the whole layer would be)"},
+    "style_weight": {"nick": "Style _weight", "soft": [0.0, 20.0], "digits": 2},
+    # seed: StyleConfig's is `int | None` without bounds; GIMP needs an int range: -1 = random.
+    "seed": {"nick": "Ra_ndom seed", "soft": [0, 1000], "lo": -1, "hi": GINT_MAX,
+             "extra": " (-1: a different result every time)"},
+}
+CONFIG_ARGUMENTS = tuple(CONFIG_FIELDS)
+
+LAYER_MODES = [  # nick, Gimp.LayerMode member, label
+    ("normal", "NORMAL", "Normal"), ("overlay", "OVERLAY", "Overlay"), ("soft-light", "SOFTLIGHT", "Soft light"),
+    ("hard-light", "HARDLIGHT", "Hard light"), ("multiply", "MULTIPLY", "Multiply"), ("screen", "SCREEN", "Screen"),
+    ("darken-only", "DARKEN_ONLY", "Darken only"), ("lighten-only", "LIGHTEN_ONLY", "Lighten only"),
+    ("grain-merge", "GRAIN_MERGE", "Grain merge"), ("lch-color", "LCH_COLOR", "LCh color"),
+    ("lch-lightness", "LCH_LIGHTNESS", "LCh lightness"), ("hsl-color", "HSL_COLOR", "HSL color"),
+    ("luminance", "LUMINANCE", "Luminance"), ("dissolve", "DISSOLVE", "Dissolve"),
+]
+
+
+def _choice(name: str, nick: str, blurb: str, options: list[tuple[str, str, str]], default: str) -> dict[str, Any]:
+    return {"name": name, "type": "choice", "nick": nick, "blurb": blurb, "default": default,
+            "choices": [{"nick": n, "label": label, "help": h} for n, label, h in options]}
+
+
+def _config_argument(field_name: str) -> dict[str, Any]:
+    f = {fl.name: fl for fl in dataclasses.fields(StyleConfig)}[field_name]
+    hints = CONFIG_FIELDS[field_name]
+    default = getattr(StyleConfig(), field_name)
+    meta = f.metadata
+    arg: dict[str, Any] = {
+        "name": field_name.replace("_", "-"), "config_field": field_name, "nick": hints["nick"],
+        "blurb": meta.get("help", "") + hints.get("extra", ""),
+    }
+    if "choices" in meta:
+        arg.update(type="choice", default=default, choices=[{"nick": c, "label": c.capitalize(), "help": ""}
+                                                             for c in meta["choices"]])
+        return arg
+    is_int = f.type in ("int", "int | None") or isinstance(default, int) and not isinstance(default, bool)
+    lo, hi = meta.get("lo", hints.get("lo")), meta.get("hi", hints.get("hi"))
+    if lo is None or hi is None:
+        raise ValueError(f"StyleConfig.{field_name} has no bounds for a GIMP argument")
+    if is_int:
+        lo, hi = max(int(lo), -GINT_MAX), min(int(hi), GINT_MAX)
+    arg.update(type="int" if is_int else "double", min=lo, max=hi,
+               default=-1 if default is None else default, soft=hints.get("soft"))
+    if "digits" in hints:
+        arg["digits"] = hints["digits"]
+    return arg
+
+
+def _maybe_config_choice(field_name: str, fallback: dict[str, Any]) -> dict[str, Any]:
+    """A choice the engine may have moved into StyleConfig (e.g. preserve_colors): use it if so."""
+    fields = {fl.name: fl for fl in dataclasses.fields(StyleConfig)}
+    f = fields.get(field_name)
+    if f is None or "choices" not in f.metadata:
+        return fallback
+    labels = {c["nick"]: c for c in fallback["choices"]}
+    arg = dict(fallback, config_field=field_name, default=getattr(StyleConfig(), field_name),
+               blurb=f.metadata.get("help", fallback["blurb"]))
+    arg["choices"] = [labels.get(c, {"nick": c, "label": c.capitalize(), "help": ""}) for c in f.metadata["choices"]]
+    return arg
+
+
+def _style_arguments() -> list[dict[str, Any]]:
+    return [
+        {"name": "style-layer", "type": "layer", "nick": "St_yle layer",
+         "blurb": "A layer of any open image whose style is transferred (used instead of Style file when set)"},
+        {"name": "style-file", "type": "file", "nick": "Style _file",
+         "blurb": "An image file whose style is transferred (when no Style layer is set)"},
+    ]
+
+
+def _result_arguments() -> list[dict[str, Any]]:
+    return [
+        _choice("layer-mode", "Layer mod_e", "Blend mode of the new layer",
+                [(n, label, "") for n, _, label in LAYER_MODES], "normal"),
+        {"name": "opacity", "type": "double", "nick": "Opac_ity", "blurb": "Opacity of the new layer (%)",
+         "min": 0.0, "max": 100.0, "default": 100.0, "soft": [0.0, 100.0], "digits": 1},
+    ]
+
+
+def stylize_arguments() -> list[dict[str, Any]]:
+    return [
+        *_style_arguments(),
+        _choice("method", "_Method", "iterative: optimise the pixels (slow, any style); "
+                "model: a trained feed-forward network (fast, its own style)",
+                [("iterative", "Iterative (any style)", "Gatys et al.: optimises the image; slow"),
+                 ("model", "Feed-forward model", "A trained network: fast, one style per model")], "iterative"),
+        {"name": "model", "type": "string", "nick": "Mo_del",
+         "blurb": "Name of a shipped model or path of an .onnx file (method 'model' only)", "default": ""},
+        _config_argument("steps"),
+        _config_argument("size"),
+        _config_argument("style_weight"),
+        _maybe_config_choice("preserve_colors", _choice(
+            "preserve-colors", "_Preserve colors", "Keep the colours of the original",
+            [("none", "No (style colours)", ""), ("luminance", "Luminance transfer", "Only the style's light and dark"),
+             ("histogram", "Histogram matching", "Style colours matched to the original's")], "none")),
+        _choice("composite", "_Blend selection", "How a stylized selection is blended into its surroundings",
+                [("poisson", "Poisson (seamless)", "Gradient-domain blending at the selection edge"),
+                 ("feather", "Feather", "Soft edge"), ("none", "None (hard edge)", "")], "poisson"),
+        *_result_arguments(),
+    ]
+
+
+def _texture_size() -> dict[str, Any]:
+    arg = _config_argument("size")
+    help_text = {f.name: f for f in dataclasses.fields(StyleConfig)}["size"].metadata["help"]
+    arg["blurb"] = help_text + "; the texture is then resized to the canvas (or the selection)"
+    return arg
+
+
+def texture_arguments() -> list[dict[str, Any]]:
+    return [
+        *_style_arguments(),
+        _config_argument("steps"),
+        _texture_size(),
+        _config_argument("seed"),
+        *_result_arguments(),
+    ]
+
+
+def spec() -> dict[str, Any]:
+    """Everything the plug-in needs to register its procedures (JSON-serialisable)."""
+    from .. import __version__
+
+    return {
+        "spec_version": SPEC_VERSION,
+        "engine_version": __version__,
+        "layer_modes": {n: member for n, member, _ in LAYER_MODES},
+        "procedures": {"plug-in-nst-stylize": stylize_arguments(), "plug-in-nst-texture": texture_arguments()},
+    }

@@ -1,0 +1,262 @@
+"""What the server does for the plug-in: numpy in, engine call, numpy out.
+
+Requests carry the plug-in's arguments in ``params`` (names as in `arguments.py`, with ``_``) and
+float32 arrays: ``content`` (h, w, 4: the layer region, R'G'B'A 0..1), ``mask`` (h, w: the
+selection over that region, optional) and ``style`` (h, w, 4, optional: else ``style_file``).
+The reply carries ``image`` (h, w, 4: stylized RGB, the content's alpha) and, with a mask,
+``layer_mask`` (h, w) for the new layer.
+"""
+from __future__ import annotations
+
+import threading
+from typing import Any, Callable
+
+import numpy as np
+
+from ..config import StyleConfig
+from ..errors import EngineRuntimeError, InputError
+
+MIN_PROCESSED = 64  # px: the long side below which VGG-19's deep layers see next to nothing
+MARGIN = 32  # px of context around a selection (the plug-in sends it; the compositor reuses it)
+
+Progress = Callable[[dict[str, Any]], None]
+Arrays = dict[str, tuple[list[int], Any]]
+
+
+# --------------------------------------------------------------------------------------------
+# helpers
+# --------------------------------------------------------------------------------------------
+
+def _array(arrays: dict[str, tuple[list[int], bytearray]], name: str, ndim: tuple[int, ...],
+           channels: tuple[int, ...] = ()) -> np.ndarray | None:
+    if name not in arrays:
+        return None
+    shape, data = arrays[name]
+    a = np.frombuffer(data, dtype="<f4").reshape(shape)
+    if a.ndim not in ndim or (channels and a.ndim == 3 and a.shape[2] not in channels):
+        raise InputError(name, list(a.shape), f"unexpected array shape for {name}")
+    if a.size == 0:
+        raise InputError(name, list(a.shape), "empty image")
+    if not np.isfinite(a).all():
+        raise InputError(name, "array", "contains NaN or infinite values")
+    return a.astype(np.float32, copy=False)
+
+
+def resize(image: np.ndarray, shape: tuple[int, int], *, smooth: bool = True) -> np.ndarray:
+    """HxWxC (or HxW) float32 → shape, antialiased bicubic (bilinear with smooth=False), clipped 0..1."""
+    import torch
+    from torch.nn import functional as F
+
+    if tuple(image.shape[:2]) == tuple(shape):
+        return image.astype(np.float32, copy=False)
+    a = image[..., None] if image.ndim == 2 else image
+    t = torch.from_numpy(np.ascontiguousarray(a, dtype=np.float32)).permute(2, 0, 1)[None]
+    mode = "bicubic" if smooth else "bilinear"
+    t = F.interpolate(t, size=tuple(shape), mode=mode, align_corners=False, antialias=True).clamp(0, 1)
+    out = t[0].permute(1, 2, 0).numpy()
+    return out[..., 0] if image.ndim == 2 else out
+
+
+def _progress_adapter(progress: Progress, label: str = "") -> Callable[[Any], None]:
+    def cb(p: Any) -> None:
+        progress({
+            "stage": f"{label}{p.stage}", "step": int(p.step), "total": int(p.total), "loss": float(p.loss),
+            "elapsed": float(p.elapsed), "eta": None if p.eta is None else float(p.eta),
+        })
+    return cb
+
+
+def _param(params: dict[str, Any], name: str, default: Any) -> Any:
+    v = params.get(name, default)
+    return default if v is None else v
+
+
+def _style(params: dict[str, Any], arrays: dict[str, tuple[list[int], bytearray]]) -> np.ndarray:
+    style = _array(arrays, "style", (3,), (3, 4))
+    if style is not None:
+        return style[..., :3]
+    path = params.get("style_file")
+    if not path:
+        raise InputError("style", None, "choose a style: a layer of an open image (Style layer) or an image file (Style file)")
+    from ..image import read_image
+
+    return read_image(path, "style-file")[..., :3]
+
+
+def _config(params: dict[str, Any], size: int) -> StyleConfig:
+    """StyleConfig from the plug-in's parameters (only fields StyleConfig has)."""
+    values = {name: params[name] for name in _config_fields() if params.get(name) is not None}
+    values["size"] = int(size)
+    if "seed" in values and int(values["seed"]) < 0:
+        values["seed"] = None
+    return StyleConfig.from_dict(values)
+
+
+def _config_fields() -> set[str]:
+    import dataclasses
+
+    return {f.name for f in dataclasses.fields(StyleConfig)}
+
+
+def _scale(params: dict[str, Any], region_long: int) -> float:
+    """Processing scale: ``size`` is the long side of the *whole layer* as processed, so a
+    selection is processed at the same scale as its layer would be (same brush-stroke size)."""
+    size = int(_param(params, "size", StyleConfig.size))
+    ref = int(_param(params, "layer_long_side", region_long)) or region_long
+    return size / max(1, ref)
+
+
+def _processed_long(long_side: int, scale: float) -> int:
+    from ..config import MAX_SIZE
+
+    return int(min(MAX_SIZE, max(min(MIN_PROCESSED, long_side * 4), round(long_side * scale))))
+
+
+def _preserve_colors(params: dict[str, Any]) -> str:
+    mode = str(_param(params, "preserve_colors", "none"))
+    if mode not in ("none", "luminance", "histogram"):
+        raise InputError("preserve-colors", mode, "must be none, luminance or histogram")
+    if "preserve_colors" in _config_fields():
+        return "none"  # StyleConfig has it: the engine does it itself
+    return mode
+
+
+# --------------------------------------------------------------------------------------------
+# jobs
+# --------------------------------------------------------------------------------------------
+
+def stylize(params: dict[str, Any], arrays: dict[str, tuple[list[int], bytearray]], progress: Progress,
+            stop: threading.Event) -> tuple[dict[str, Any], Arrays]:
+    from .. import api, color
+    from ..errors import Cancelled
+
+    content = _array(arrays, "content", (3,), (3, 4))
+    if content is None:
+        raise InputError("content", None, "no image was sent")
+    mask = _array(arrays, "mask", (2,))
+    if mask is not None and mask.shape != content.shape[:2]:
+        raise InputError("mask", list(mask.shape), f"must match the image {list(content.shape[:2])}")
+    method = str(_param(params, "method", "iterative"))
+    if method == "model":
+        raise InputError("method", "model", "feed-forward models are not available in this engine version yet; "
+                         "choose the method 'iterative'")
+    if method != "iterative":
+        raise InputError("method", method, "must be iterative or model")
+    composite = str(_param(params, "composite", "poisson"))
+    if composite not in ("poisson", "feather", "none"):
+        raise InputError("composite", composite, "must be poisson, feather or none")
+    preserve = _preserve_colors(params)
+    rgb = np.ascontiguousarray(content[..., :3])
+    h, w = rgb.shape[:2]
+    style = _style(params, arrays)
+    if preserve == "histogram":  # Gatys et al. 2016 sec. 2: the style recoloured to the content's palette
+        style = color.match_histogram_colors(style, rgb)
+    scale = _scale(params, max(h, w))
+    seen: dict[str, Any] = {}
+
+    def stylize_fn(crop: np.ndarray) -> np.ndarray:
+        ch, cw = crop.shape[:2]
+        cfg = _config(params, _processed_long(max(ch, cw), scale))
+        r = api.stylize(crop[..., :3], [style], cfg, callback=_progress_adapter(progress), stop=stop)
+        seen.update(steps=r.steps, seconds=r.seconds, device=r.device, loss=r.loss, processed=list(r.image.shape[:2]))
+        if r.stopped or stop.is_set():
+            raise Cancelled("stopped")
+        out = resize(r.image, (ch, cw))
+        if preserve == "luminance":  # sec. 3: stylized luminance, the content's colours
+            out = color.recolor(out, crop[..., :3])
+        seen["stylized"] = out
+        return out
+
+    note = ""
+    layer_mask = None
+    if mask is None or bool((mask >= 1.0).all()):  # no selection, or all selected
+        out = stylize_fn(rgb)
+    else:
+        out, layer_mask, note = _composite(rgb, mask, stylize_fn, composite, seen)
+    if out.shape != rgb.shape or not np.isfinite(out).all():
+        raise EngineRuntimeError(f"the engine returned an invalid image {out.shape}")
+    alpha = content[..., 3:4] if content.shape[2] == 4 else np.ones((h, w, 1), np.float32)
+    image = np.ascontiguousarray(np.concatenate([out.clip(0, 1), alpha], axis=2), dtype=np.float32)
+    result: Arrays = {"image": (list(image.shape), image)}
+    if mask is not None:
+        lm = np.ones((h, w), np.float32) if layer_mask is None else layer_mask
+        lm = np.ascontiguousarray(lm, dtype=np.float32).clip(0, 1)
+        result["layer_mask"] = (list(lm.shape), lm)
+    seen.pop("stylized", None)
+    return {"note": note, "timing": {"engine_s": seen.get("seconds")}, "info": seen}, result
+
+
+def _composite(rgb: np.ndarray, mask: np.ndarray, stylize_fn: Callable[[np.ndarray], np.ndarray],
+               composite: str, seen: dict[str, Any]) -> tuple[np.ndarray, np.ndarray, str]:
+    """Stylize the selected part of ``rgb``; returns (layer pixels, layer mask, note).
+
+    `stylize_region` returns the composite ``w * stylized + (1 - w) * original`` and the weights
+    ``w``. GIMP will apply the layer mask itself, so the layer gets the *unblended* pixels (the
+    stylized crop; for Poisson the solution, recovered from the composite) where ``w > 0`` and
+    the original elsewhere, and ``w`` becomes the layer mask: what GIMP shows is then exactly the
+    composite, and the mask stays editable. Outside the selection ``w = 0`` and the pixels are
+    the original's, so nothing changes there whatever the layer mode.
+    """
+    from ..compositing.region import stylize_region
+
+    r = stylize_region(rgb, mask, stylize_fn, margin=MARGIN, composite=composite)
+    w = np.asarray(r.layer_mask, dtype=np.float32)
+    if w.shape != mask.shape:
+        raise EngineRuntimeError(f"region compositing returned a mask of shape {w.shape}")
+    x0, y0, x1, y1 = r.bbox
+    sel = w > 0
+    layer = rgb.copy()
+    styl = seen.get("stylized")
+    if composite != "poisson" and styl is not None and styl.shape[:2] == (y1 - y0, x1 - x0):
+        full = rgb.copy()
+        full[y0:y1, x0:x1] = styl
+    else:
+        comp = np.asarray(r.image, dtype=np.float32)[..., :3]
+        ww = np.where(sel, w, 1.0)[..., None]
+        full = (comp - (1.0 - ww) * rgb) / ww
+    layer[sel] = np.clip(full[sel], 0.0, 1.0)
+    return layer, w, str(r.note or "")
+
+
+def texture(params: dict[str, Any], arrays: dict[str, tuple[list[int], bytearray]], progress: Progress,
+            stop: threading.Event) -> tuple[dict[str, Any], Arrays]:
+    from .. import api
+    from ..errors import Cancelled
+    from ..image import fit_long_side
+
+    shape = params.get("shape")
+    if not (isinstance(shape, list) and len(shape) == 2 and all(isinstance(s, int) and 0 < s <= 20000 for s in shape)):
+        raise InputError("shape", shape, "must be [height, width], each 1..20000")
+    h, w = shape
+    style = _style(params, arrays)
+    scale = _scale(params, max(h, w))
+    ph, pw = fit_long_side(h, w, _processed_long(max(h, w), scale))
+    cfg = _config(params, max(ph, pw))
+    r = api.texture(style, cfg, shape=(ph, pw), callback=_progress_adapter(progress), stop=stop)
+    if r.stopped or stop.is_set():
+        raise Cancelled("stopped")
+    out = resize(r.image, (h, w))
+    image = np.ascontiguousarray(np.concatenate([out, np.ones((h, w, 1), np.float32)], axis=2))
+    info = {"steps": r.steps, "seconds": r.seconds, "device": r.device, "processed": [ph, pw]}
+    return {"note": "", "timing": {"engine_s": r.seconds}, "info": info}, {"image": (list(image.shape), image)}
+
+
+def preload() -> None:
+    """Import torch and load the default VGG-19 encoder, so the first job does not wait for it."""
+    from ..api import select_device
+    from ..encoders.vgg import deepest
+    from ..encoders.weights import get_encoder
+
+    from ..api import stylize as run
+
+    cfg = StyleConfig()
+    get_encoder(cfg.weights, deepest([*cfg.content_layers, *cfg.style_layers]), cfg.pooling, select_device(cfg.device))
+    # One tiny run: torch's first forward/backward pays one-time set-up costs (~1 s on a CPU).
+    rng = np.random.default_rng(0)
+    run(rng.random((32, 32, 3), dtype=np.float32), [rng.random((32, 32, 3), dtype=np.float32)],
+        cfg.replace(size=32, steps=1))
+
+
+HANDLERS = {"stylize": stylize, "texture": texture}
+
+__all__ = ["HANDLERS", "preload", "resize", "stylize", "texture"]

@@ -1,0 +1,82 @@
+"""`nst`: the command line. Thin: parse, call the engine, write files; errors become exit codes here.
+
+Exit codes: 0 done, 1 runtime error, 2 bad input/usage, 130 interrupted.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Sequence
+
+from ..errors import InputError, NSTError
+
+# Each module has register(subparsers) that adds its subcommand(s) with set_defaults(func=run).
+COMMAND_MODULES: tuple[str, ...] = (
+    "nst_engine.cli.optimizer",  # stylize, reconstruct, texture
+    "nst_engine.gimp_install",  # gimp-install
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from .. import __version__
+
+    parser = argparse.ArgumentParser(
+        prog="nst", description="Neural style transfer (Gatys et al. optimizer on VGG-19; fast ONNX models)."
+    )
+    parser.add_argument("--version", action="version", version=f"nst {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in COMMAND_MODULES:
+        try:
+            module = importlib.import_module(name)
+        except ModuleNotFoundError as e:
+            if e.name == name:  # a command whose module is not part of this build
+                continue
+            raise
+        module.register(sub)
+    return parser
+
+
+def _flag_name(argument: str) -> str:
+    from dataclasses import fields
+
+    from ..config import StyleConfig
+
+    names = {f.name for f in fields(StyleConfig)}
+    return "--" + argument.replace("_", "-") if argument in names else argument
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the CLI; returns the exit code (never raises for expected errors)."""
+    parser = build_parser()
+    try:
+        args = parser.parse_args(list(sys.argv[1:] if argv is None else argv))
+    except SystemExit as e:  # argparse: --help (0) or a usage error (2)
+        return int(e.code or 0)
+    if not getattr(args, "func", None):
+        parser.print_help(sys.stderr)
+        return 2
+    try:
+        return int(args.func(args) or 0)
+    except InputError as e:
+        print(f"nst: error: {_flag_name(e.argument)}={e.value!r}: {e.reason}", file=sys.stderr)
+        return e.exit_code
+    except NSTError as e:
+        print(f"nst: error: {e}", file=sys.stderr)
+        return e.exit_code
+    except KeyboardInterrupt:
+        print("nst: interrupted; nothing written", file=sys.stderr)
+        return 130
+    except MemoryError:
+        print("nst: error: out of memory; try a smaller --size", file=sys.stderr)
+        return 1
+    except RuntimeError as e:  # torch's errors (CUDA out of memory, …) as one line
+        msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        if "out of memory" in msg.lower():
+            msg += "; try a smaller --size"
+        print(f"nst: error: {msg}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

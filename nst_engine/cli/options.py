@@ -1,0 +1,100 @@
+"""CLI options generated from `StyleConfig`'s fields, and the config built back from them."""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+from typing import Any
+
+from ..config import StyleConfig
+from ..errors import InputError
+
+# Fields a subcommand sets itself (it fixes them, or takes them positionally).
+_SKIP_DEFAULT: frozenset[str] = frozenset()
+
+
+def _flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def _list_of(kind: type) -> Any:
+    def parse(text: str) -> tuple[Any, ...]:
+        items = [t.strip() for t in text.split(",") if t.strip()]
+        try:
+            return tuple(kind(t) for t in items)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a comma-separated list of {kind.__name__}, got {text!r}") from None
+
+    return parse
+
+
+def _seed(text: str) -> int | None:
+    if text.lower() in ("none", "random"):
+        return None
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number or 'random', got {text!r}") from None
+
+
+def add_config_options(parser: argparse.ArgumentParser, skip: frozenset[str] = _SKIP_DEFAULT,
+                       defaults: dict[str, Any] | None = None) -> None:
+    """One option per config field: ``size`` → ``--size``, tuples as comma-separated lists."""
+    group = parser.add_argument_group("engine settings")
+    base = StyleConfig()
+    for f in dataclasses.fields(StyleConfig):
+        if f.name in skip:
+            continue
+        default = (defaults or {}).get(f.name, getattr(base, f.name))
+        kw: dict[str, Any] = {"dest": f.name, "default": default, "help": f.metadata.get("help", "")}
+        if isinstance(default, bool):
+            kw["action"] = argparse.BooleanOptionalAction
+        elif f.name == "seed":
+            kw["type"] = _seed
+        elif isinstance(default, tuple):
+            is_layers = f.name.endswith("_layers")
+            kw["type"] = _list_of(str if is_layers else float)
+            kw["metavar"] = "NAME[:W],…" if is_layers else "W,…"
+            if is_layers:
+                kw["help"] += " (comma-separated; NAME:WEIGHT sets a layer's weight)"
+        else:
+            kw["type"] = type(default)
+            if "choices" in f.metadata:
+                kw["choices"] = f.metadata["choices"]
+        if "help" in kw and not isinstance(default, bool):
+            shown = ",".join(map(str, default)) if isinstance(default, tuple) else default
+            kw["help"] += f" [default: {shown}]"
+        group.add_argument(_flag(f.name), **kw)
+
+
+def _split_weights(layers: tuple[str, ...], argument: str) -> tuple[tuple[str, ...], tuple[float, ...]]:
+    names, weights = [], []
+    for item in layers:
+        name, _, w = item.partition(":")
+        names.append(name)
+        if w:
+            try:
+                weights.append(float(w))
+            except ValueError:
+                raise InputError(argument, item, "layer weight after ':' must be a number") from None
+        else:
+            weights.append(1.0)
+    return tuple(names), (tuple(weights) if any(":" in i for i in layers) else ())
+
+
+def config_from_args(args: argparse.Namespace, **fixed: Any) -> StyleConfig:
+    """The checked `StyleConfig` for parsed ``args`` (plus ``fixed`` values)."""
+    values = {f.name: getattr(args, f.name) for f in dataclasses.fields(StyleConfig) if hasattr(args, f.name)}
+    values.update(fixed)
+    for kind in ("content", "style"):
+        key = f"{kind}_layers"
+        if key in values:
+            names, weights = _split_weights(values[key], f"--{kind}-layers")
+            values[key] = names
+            if weights:
+                if values.get(f"{kind}_layer_weights"):
+                    raise InputError(f"--{kind}-layer-weights", values[f"{kind}_layer_weights"],
+                                     f"give weights either here or as NAME:WEIGHT in --{kind}-layers, not both")
+                values[f"{kind}_layer_weights"] = weights
+    cfg = StyleConfig(**values)
+    cfg.check()
+    return cfg

@@ -1,0 +1,46 @@
+"""A terminal progress bar for the engine's `Progress` callbacks; silent when not a TTY."""
+from __future__ import annotations
+
+import sys
+import time
+from typing import TextIO
+
+from ..optim import Progress
+
+
+def _clock(seconds: float | None) -> str:
+    if seconds is None:
+        return "--:--"
+    s = int(round(seconds))
+    return f"{s // 3600}:{s // 60 % 60:02d}:{s % 60:02d}" if s >= 3600 else f"{s // 60:02d}:{s % 60:02d}"
+
+
+class ProgressBar:
+    """``stylize  120/500 [#####.....] loss 1.2e+05  00:12<00:40`` redrawn in place."""
+
+    def __init__(self, stream: TextIO | None = None, width: int = 30, enabled: bool | None = None) -> None:
+        self.stream = stream or sys.stderr
+        self.width = width
+        self.enabled = self.stream.isatty() if enabled is None else enabled
+        self._last = 0.0
+        self._open = False
+
+    def __call__(self, p: Progress) -> None:
+        if not self.enabled:
+            return
+        now = time.monotonic()
+        if p.step != p.total and now - self._last < 0.1:
+            return  # at most 10 redraws a second
+        self._last = now
+        filled = int(self.width * p.step / max(p.total, 1))
+        bar = "#" * filled + "." * (self.width - filled)
+        line = f"\r{p.stage} {p.step:>{len(str(p.total))}}/{p.total} [{bar}] loss {p.loss:.3e}  {_clock(p.elapsed)}<{_clock(p.eta)}"
+        self.stream.write(line)
+        self.stream.flush()
+        self._open = True
+
+    def close(self) -> None:
+        if self._open:
+            self.stream.write("\n")
+            self.stream.flush()
+            self._open = False

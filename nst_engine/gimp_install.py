@@ -1,0 +1,203 @@
+"""``nst gimp-install``: put the GIMP 3 plug-in into GIMP's user folder and point it at this engine.
+
+Installs ``plug-ins/nst-gimp/``::
+
+    nst-gimp.py          the plug-in (executable; GIMP runs plug-ins/NAME/NAME.py)
+    nst_bridge/          the bridge client (standard library only) copied from nst_engine.bridge
+    nst-gimp-args.json   the procedures' arguments, generated from StyleConfig
+    nst-bridge.json      where the engine is: this Python and the folder holding nst_engine
+
+into every GIMP 3.x user folder found (native, and Flatpak on Linux), or into the default one of
+the newest GIMP 3 if none exists yet; ``--gimp-config-dir`` names one explicitly. Running it
+again changes nothing unless something changed; ``--uninstall`` removes the folder again.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import stat
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+PLUGIN_NAME = "nst-gimp"
+NEWEST_KNOWN = "3.0"  # the user folder to create when no GIMP 3.x folder exists yet
+_VERSION_DIR = re.compile(r"^3\.(\d+)$")
+
+
+def _gimp_bases() -> list[Path]:
+    """Folders that hold GIMP's per-version user folders (``.../GIMP``) on this platform."""
+    home = Path.home()
+    if sys.platform == "win32":
+        return [Path(os.environ.get("APPDATA") or home / "AppData" / "Roaming") / "GIMP"]
+    if sys.platform == "darwin":
+        return [home / "Library" / "Application Support" / "GIMP"]
+    xdg = Path(os.environ.get("XDG_CONFIG_HOME") or home / ".config")
+    return [xdg / "GIMP", home / ".var" / "app" / "org.gimp.GIMP" / "config" / "GIMP"]
+
+
+def find_gimp_dirs() -> tuple[list[Path], bool]:
+    """(GIMP 3.x user folders to install into, whether they exist already).
+
+    ``GIMP3_DIRECTORY`` (GIMP's own override of its user folder) wins when set.
+    """
+    if os.environ.get("GIMP3_DIRECTORY"):
+        d = Path(os.environ["GIMP3_DIRECTORY"])
+        return [d], d.is_dir()
+    found = []
+    for base in _gimp_bases():
+        if base.is_dir():
+            for child in base.iterdir():
+                if child.is_dir() and _VERSION_DIR.match(child.name):
+                    found.append(child)
+    if found:
+        return sorted(found, key=lambda p: (str(p.parent), int(_VERSION_DIR.match(p.name).group(1)))), True  # type: ignore[union-attr]
+    return [_gimp_bases()[0] / NEWEST_KNOWN], False
+
+
+def _plugin_source() -> Path:
+    here = Path(__file__).resolve().parent
+    candidates = [here.parent / "gimp_plugin" / "nst_gimp.py"]
+    try:
+        import gimp_plugin  # installed as a package next to nst_engine
+
+        candidates.insert(0, Path(gimp_plugin.__file__).resolve().parent / "nst_gimp.py")
+    except ImportError:
+        pass
+    for c in candidates:
+        if c.is_file():
+            return c
+    raise FileNotFoundError("gimp_plugin/nst_gimp.py is missing from this installation of nst-gimp")
+
+
+def bridge_config(engine_python: str | None = None) -> dict[str, Any]:
+    from . import __version__
+    from .bridge.client import DEFAULT_IDLE_TIMEOUT
+
+    return {
+        "format": 1,
+        "engine_python": engine_python or sys.executable,
+        # The folder that holds nst_engine, for a source checkout that is not pip-installed.
+        "engine_pythonpath": str(Path(__file__).resolve().parent.parent),
+        "engine_version": __version__,
+        "idle_timeout": DEFAULT_IDLE_TIMEOUT,
+    }
+
+
+def plugin_files(engine_python: str | None = None) -> dict[str, tuple[bytes, int]]:
+    """Relative path inside plug-ins/nst-gimp → (content, mode)."""
+    from .bridge import arguments
+
+    bridge = Path(__file__).resolve().parent / "bridge"
+    dump = lambda obj: (json.dumps(obj, indent=2, sort_keys=True) + "\n").encode("utf-8")  # noqa: E731
+    init = b'"""NST bridge client (copied from nst_engine.bridge by `nst gimp-install`)."""\n'
+    return {
+        f"{PLUGIN_NAME}.py": (_plugin_source().read_bytes(), 0o755),
+        "nst_bridge/__init__.py": (init, 0o644),
+        "nst_bridge/protocol.py": ((bridge / "protocol.py").read_bytes(), 0o644),
+        "nst_bridge/client.py": ((bridge / "client.py").read_bytes(), 0o644),
+        "nst-gimp-args.json": (dump(arguments.spec()), 0o644),
+        "nst-bridge.json": (dump(bridge_config(engine_python)), 0o644),
+    }
+
+
+def install(gimp_dir: Path, engine_python: str | None = None) -> list[str]:
+    """Install into one GIMP user folder; returns what changed (empty: already up to date)."""
+    target = gimp_dir / "plug-ins" / PLUGIN_NAME
+    changed = []
+    for rel, (content, mode) in plugin_files(engine_python).items():
+        path = target / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if not path.is_file() or path.read_bytes() != content:
+            tmp = path.with_name(path.name + ".tmp")
+            tmp.write_bytes(content)
+            os.replace(tmp, path)
+            changed.append(rel)
+        if sys.platform != "win32" and stat.S_IMODE(path.stat().st_mode) != mode:
+            path.chmod(mode)
+            changed.append(f"{rel} (mode)")
+    for stale in (target / "nst_bridge").glob("*.pyc"):
+        stale.unlink()
+    if any(c.startswith("nst-gimp-args.json") or c.startswith("nst_bridge/") for c in changed):
+        # GIMP re-reads a plug-in's procedures only when the plug-in file's mtime changes.
+        now = time.time()
+        os.utime(target / f"{PLUGIN_NAME}.py", (now, now))
+    return changed
+
+
+def uninstall(gimp_dir: Path) -> bool:
+    target = gimp_dir / "plug-ins" / PLUGIN_NAME
+    if not target.exists():
+        return False
+    shutil.rmtree(target)
+    return True
+
+
+def register(subparsers: Any) -> argparse.ArgumentParser:
+    p = subparsers.add_parser(
+        "gimp-install", help="install the GIMP 3 plug-in (Filters ▸ Artistic ▸ Neural Style Transfer…)",
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--gimp-config-dir", metavar="DIR",
+                   help="GIMP's user folder (e.g. ~/.config/GIMP/3.0); default: every GIMP 3.x folder found")
+    p.add_argument("--uninstall", action="store_true", help="remove the plug-in instead")
+    p.add_argument("--engine-python", metavar="PYTHON",
+                   help="the Python the plug-in starts the engine with (default: this one, %(default)s)",
+                   default=sys.executable)
+    p.set_defaults(func=run)
+    return p
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.gimp_config_dir:
+        dirs, exist = [Path(args.gimp_config_dir).expanduser()], True
+    else:
+        dirs, exist = find_gimp_dirs()
+    if args.uninstall:
+        for d in dirs:
+            removed = uninstall(d)
+            print(f"{'removed' if removed else 'not installed in'} {d / 'plug-ins' / PLUGIN_NAME}")
+        _stop_server()
+        return 0
+    python = getattr(args, "engine_python", None) or sys.executable
+    if not os.path.isfile(python):
+        print(f"error: --engine-python {python}: no such file", file=sys.stderr)
+        return 2
+    any_changed = False
+    for d in dirs:
+        changed = install(d, python)
+        any_changed = any_changed or bool(changed)
+        where = d / "plug-ins" / PLUGIN_NAME / f"{PLUGIN_NAME}.py"
+        print(f"{'installed' if changed else 'up to date:'} {where}")
+    if not exist:
+        print(f"note: no GIMP 3 user folder was found; created {dirs[0]} (GIMP {NEWEST_KNOWN}). "
+              "If your GIMP uses another folder, run again with --gimp-config-dir.")
+    print("Restart GIMP, then use Filters ▸ Artistic ▸ Neural Style Transfer… "
+          "or Filters ▸ Render ▸ Neural Texture…")
+    if any_changed:
+        _stop_server()  # a running server may be of an older engine: the next call starts a fresh one
+    return 0
+
+
+def _stop_server() -> None:
+    try:
+        from .bridge.client import Engine
+
+        Engine({"engine_python": sys.executable}).shutdown()
+    except Exception:
+        pass
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="nst")
+    register(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(argv)
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main(["gimp-install", *sys.argv[1:]]))

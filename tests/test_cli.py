@@ -1,0 +1,145 @@
+"""`nst` through main(argv): outputs, and one-line errors with the right exit codes (issue #2)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from nst_engine.cli import main
+
+
+@pytest.fixture()
+def images(tmp_path: Path, content96: np.ndarray, style96: np.ndarray) -> tuple[Path, Path]:
+    c, s = tmp_path / "content.png", tmp_path / "style.jpg"
+    Image.fromarray((content96 * 255).astype(np.uint8)).save(c)
+    Image.fromarray((style96 * 255).astype(np.uint8)).save(s)
+    return c, s
+
+
+def _leftovers(folder: Path) -> list[str]:
+    return sorted(p.name for p in folder.iterdir() if p.name.startswith(".") or p.suffix == ".part")
+
+
+def test_stylize_writes_image_and_snapshots(images: tuple[Path, Path], tmp_path: Path) -> None:
+    c, s = images
+    out = tmp_path / "out.png"
+    code = main(["stylize", str(c), str(s), "-o", str(out), "--size", "40", "--steps", "4", "--save-every", "2",
+                 "--style-layers", "relu1_1:2,relu2_1", "--content-layers", "conv4_2"])
+    assert code == 0
+    assert Image.open(out).size == (40, 40)
+    assert (tmp_path / "out.step00002.png").is_file() and (tmp_path / "out.step00004.png").is_file()
+    assert _leftovers(tmp_path) == []
+
+
+def test_reconstruct_and_texture_commands(images: tuple[Path, Path], tmp_path: Path) -> None:
+    c, s = images
+    assert main(["reconstruct", str(c), "--layer", "relu2_1", "-o", str(tmp_path / "r.png"),
+                 "--size", "32", "--steps", "3"]) == 0
+    assert main(["texture", str(s), "-o", str(tmp_path / "t.png"), "--size", "40", "--height", "24",
+                 "--steps", "3"]) == 0
+    assert Image.open(tmp_path / "t.png").size == (40, 24)
+
+
+def test_samples_and_builtin_styles(tmp_path: Path) -> None:
+    out = tmp_path / "demo.png"
+    assert main(["stylize", "sample:chelsea", "style:mosaic", "-o", str(out), "--size", "32", "--steps", "2"]) == 0
+    assert Image.open(out).size[0] == 32
+
+
+def _run_err(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:
+    code = main(argv)
+    err = capsys.readouterr().err
+    return code, err
+
+
+@pytest.mark.parametrize(
+    ("extra", "needle"),
+    [
+        (["--size", "0"], "--size=0"),
+        (["--size", "30000"], "--size=30000"),
+        (["--style-layers", "relu9_9"], "relu9_9"),
+        (["--content-layers", "relu4_2:x"], "relu4_2:x"),
+        (["--steps", "-1"], "--steps=-1"),
+        (["--init", "/nonexistent.png"], "--init="),
+        (["--style-blend", "1,2"], "--style-blend="),
+        (["--weights", "/nonexistent.pth"], "--weights="),
+    ],
+)
+def test_bad_options_exit_2_with_one_line(images: tuple[Path, Path], tmp_path: Path, extra: list[str],
+                                          needle: str, capsys: pytest.CaptureFixture[str]) -> None:
+    c, s = images
+    out = tmp_path / "out.png"
+    code, err = _run_err(["stylize", str(c), str(s), "-o", str(out), "--steps", "1", "--size", "16", *extra], capsys)
+    assert code == 2, err
+    assert needle in err and "Traceback" not in err and len(err.strip().splitlines()) == 1, err
+    assert not out.exists() and _leftovers(tmp_path) == []
+
+
+def test_bad_files_exit_2(images: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    c, s = images
+    text = tmp_path / "notes.png"
+    text.write_text("not an image")
+    truncated = tmp_path / "cut.png"
+    truncated.write_bytes(c.read_bytes()[:300])
+    cases = [
+        ([str(tmp_path / "missing.png"), str(s)], "no such file"),
+        ([str(text), str(s)], "not an image"),
+        ([str(c), str(truncated)], "truncated"),
+        ([str(c), str(tmp_path)], "folder"),
+    ]
+    for inputs, needle in cases:
+        code, err = _run_err(["stylize", *inputs, "-o", str(tmp_path / "o.png"), "--steps", "1"], capsys)
+        assert code == 2 and needle in err and "Traceback" not in err, (inputs, err)
+    code, err = _run_err(["stylize", str(c), str(s), "-o", str(tmp_path / "o.xyz")], capsys)
+    assert code == 2 and "unknown image type" in err
+    code, err = _run_err(["stylize", str(c), str(s), "-o", str(tmp_path / "nodir" / "o.png")], capsys)
+    assert code == 2 and "does not exist" in err
+    assert not (tmp_path / "o.png").exists()
+
+
+def test_weights_that_are_not_vgg19(images: tuple[Path, Path], tmp_path: Path,
+                                    capsys: pytest.CaptureFixture[str]) -> None:
+    c, s = images
+    wrong = tmp_path / "wrong.pth"
+    torch.save({"conv1_1.weight": torch.zeros(8, 3, 3, 3), "conv1_1.bias": torch.zeros(8)}, wrong)
+    code, err = _run_err(["stylize", str(c), str(s), "-o", str(tmp_path / "o.png"), "--weights", str(wrong)], capsys)
+    assert code == 2 and "missing conv1_2.weight: not a VGG-19" in err, err
+    shallow = ["--style-layers", "relu1_1", "--content-layers", "relu1_1"]
+    code, err = _run_err(["stylize", str(c), str(s), "-o", str(tmp_path / "o.png"), "--weights", str(wrong), *shallow],
+                         capsys)
+    assert code == 2 and "(8, 3, 3, 3), VGG-19 needs (64, 3, 3, 3)" in err, err
+    pickled = tmp_path / "evil.pth"
+    torch.save({"x": Path("/")}, pickled)  # an arbitrary object: weights_only must refuse it
+    code, err = _run_err(["stylize", str(c), str(s), "-o", str(tmp_path / "o.png"), "--weights", str(pickled)], capsys)
+    assert code == 2 and "weights-only" in err, err
+
+
+def test_nan_during_optimisation_exits_1_without_output(images: tuple[Path, Path], tmp_path: Path,
+                                                        monkeypatch: pytest.MonkeyPatch,
+                                                        capsys: pytest.CaptureFixture[str]) -> None:
+    from nst_engine import losses
+
+    real = losses.Objective.__call__
+    calls = {"n": 0}
+
+    def poisoned(self, image):  # type: ignore[no-untyped-def]
+        calls["n"] += 1
+        total, parts = real(self, image)
+        return (total * float("nan") if calls["n"] >= 3 else total), parts
+
+    monkeypatch.setattr(losses.Objective, "__call__", poisoned)
+    out = tmp_path / "o.png"
+    code, err = _run_err(["stylize", str(images[0]), str(images[1]), "-o", str(out),
+                          "--size", "24", "--steps", "10"], capsys)
+    assert code == 1 and "diverged at step 3" in err and "Traceback" not in err, err
+    assert not out.exists() and _leftovers(tmp_path) == []
+
+
+def test_help_and_usage_errors(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["--help"]) == 0
+    assert main(["stylize"]) == 2
+    assert main([]) == 2
+    assert main(["stylize", "a.png", "b.png", "-o", "x.png", "--optimizer", "sgd"]) == 2
