@@ -19,7 +19,7 @@ from .encoders.vgg import VGG19Encoder, deepest, resolve_layer
 from .encoders.weights import get_encoder
 from .errors import InputError
 from .image import check_array, fit_long_side, to_tensor
-from .losses import Objective, content_terms, style_terms
+from .losses import Objective, content_terms, histogram_terms, style_terms
 from .optim import OptimizeResult, Progress, ProgressCallback, StopFlag, optimize, to_numpy
 
 __all__ = ["stylize", "reconstruct", "texture", "StyleResult", "Progress", "select_device"]
@@ -131,24 +131,55 @@ def stylize(
     style_a = [check_array(s, f"styles[{i}]") for i, s in enumerate(style_list)]
     if cfg.style_blend and len(cfg.style_blend) != len(style_a):
         raise InputError("style_blend", cfg.style_blend, f"needs one weight per style image ({len(style_a)})")
-    # 2. Images to tensors at the processing sizes.
+    # 2. Colour: luminance-only transfer, or the style recoloured to the content's palette.
+    content_in, style_in = _color_inputs(cfg.preserve_colors, content_a, style_a)
+    # 3. Images to tensors at the processing sizes.
     shape = fit_long_side(*content_a.shape[:2], cfg.size)
-    content_t = to_tensor(content_a, shape, device)
+    content_t = to_tensor(content_in, shape, device)
     style_size = max(1, round(cfg.size * cfg.style_scale))
-    style_t = [to_tensor(s, fit_long_side(*s.shape[:2], style_size), device) for s in style_a]
-    # 3. Encoder up to the deepest layer used, and the loss targets.
-    encoder = _encoder(cfg, [*cfg.content_layers, *cfg.style_layers], device)
+    style_t = [to_tensor(s, fit_long_side(*s.shape[:2], style_size), device) for s in style_in]
+    # 4. Encoder up to the deepest layer used, and the loss targets.
+    hist_layers = cfg.histogram_layers if cfg.histogram_weight > 0 else ()
+    encoder = _encoder(cfg, [*cfg.content_layers, *cfg.style_layers, *hist_layers], device)
     objective = Objective(
         encoder,
         content=content_terms(encoder, content_t, cfg.content_layers, cfg.content_layer_weights, cfg.content_weight)
         if cfg.content_weight > 0 else [],
-        style=style_terms(encoder, style_t, cfg.style_blend, cfg.style_layers, cfg.style_layer_weights, cfg.style_weight)
-        if cfg.style_weight > 0 else [],
+        style=[
+            *(style_terms(encoder, style_t, cfg.style_blend, cfg.style_layers, cfg.style_layer_weights,
+                          cfg.style_weight) if cfg.style_weight > 0 else []),
+            *histogram_terms(encoder, style_t[0], hist_layers, cfg.histogram_weight),
+        ],
         tv_weight=cfg.tv_weight,
     )
-    # 4. Start image and optimisation.
+    # 5. Start image and optimisation.
     x0 = _init_image(cfg, shape, content_t, style_t[0], gen, device)
-    return _run(x0, objective, cfg, device, "stylize", callback, stop)
+    result = _run(x0, objective, cfg, device, "stylize", callback, stop)
+    # 6. Luminance-only: the optimised luminance with the content's chroma (Gatys et al. 2016b).
+    if cfg.preserve_colors == "luminance":
+        from .color import recolor
+
+        result.image = recolor(result.image, content_a)
+    return result
+
+
+def _color_inputs(
+    mode: str, content: np.ndarray, styles: list[np.ndarray]
+) -> tuple[np.ndarray, list[np.ndarray]]:
+    """The content and style images the optimiser sees under ``preserve_colors=mode``."""
+    if mode == "none":
+        return content, styles
+    from . import color
+
+    def gray(y: np.ndarray) -> np.ndarray:
+        return np.repeat(np.clip(y, 0.0, 1.0)[..., None], 3, axis=2).astype(np.float32)
+
+    if mode == "luminance":
+        # Transfer on luminance alone: both as gray RGB, the style's luminance matched to the
+        # content's mean and std (the paper's eq. 1) so the tonal range stays the photo's.
+        return gray(color.luminance(content)), [gray(color.match_luminance(s, content)) for s in styles]
+    fn = color.match_histogram_colors if mode == "histogram" else color.linear_color_transfer
+    return content, [np.clip(fn(s, content), 0.0, 1.0).astype(np.float32) for s in styles]
 
 
 def reconstruct(
@@ -198,8 +229,10 @@ def texture(
         out_shape = fit_long_side(*style_a[0].shape[:2], cfg.size)
     style_size = max(1, round(cfg.size * cfg.style_scale))
     style_t = [to_tensor(s, fit_long_side(*s.shape[:2], style_size), device) for s in style_a]
-    encoder = _encoder(cfg, cfg.style_layers, device)
+    hist_layers = cfg.histogram_layers if cfg.histogram_weight > 0 else ()
+    encoder = _encoder(cfg, [*cfg.style_layers, *hist_layers], device)
     terms = style_terms(encoder, style_t, cfg.style_blend, cfg.style_layers, cfg.style_layer_weights, 1.0)
+    terms += histogram_terms(encoder, style_t[0], hist_layers, cfg.histogram_weight)
     objective = Objective(encoder, style=terms, tv_weight=cfg.tv_weight)
     init = "noise" if cfg.init == "content" else cfg.init
     x0 = _init_image(cfg.replace(init=init), out_shape, None, style_t[0], gen, device)

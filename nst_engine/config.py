@@ -51,6 +51,14 @@ class StyleConfig:
     content_weight: float = field(default=1.0, metadata=_opt("content loss weight", lo=0.0, hi=1e12))
     style_weight: float = field(default=1.0, metadata=_opt("style loss weight", lo=0.0, hi=1e12))
     tv_weight: float = field(default=0.0, metadata=_opt("total-variation (smoothness) weight", lo=0.0, hi=1e12))
+    histogram_weight: float = field(default=0.0, metadata=_opt("histogram loss weight (Risser et al. 2017; try 1)", lo=0.0, hi=1e12))
+    histogram_layers: tuple[str, ...] = field(default=("relu1_1", "relu4_1"), metadata=_opt("VGG-19 layers for the histogram loss"))
+    preserve_colors: str = field(
+        default="none",
+        metadata=_opt("keep the content's colours: luminance-only transfer, or the style recoloured first "
+                      "(histogram matching, or linear = mean/covariance)",
+                      choices=("none", "luminance", "histogram", "linear")),
+    )
     style_blend: tuple[float, ...] = field(default=(), metadata=_opt("weights of several style images (default equal)"))
     # --- network -----------------------------------------------------------------------------
     pooling: str = field(default="max", metadata=_opt("VGG pooling", choices=("max", "avg")))
@@ -103,7 +111,7 @@ class StyleConfig:
                     raise InputError(f.name, value, f"must be between {meta['lo']} and {meta['hi']}")
         if self.size <= 0:
             raise InputError("size", self.size, "must be > 0")
-        for name in ("content_layers", "style_layers"):
+        for name in ("content_layers", "style_layers", "histogram_layers"):
             for layer in getattr(self, name):
                 resolve_layer(layer, argument=name)
         for layers, weights, name in (

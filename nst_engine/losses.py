@@ -22,6 +22,8 @@ from .encoders.vgg import VGG19Encoder, layer_channels, resolve_layer
 CONTENT_SCALE = 0.01
 STYLE_SCALE = 10.0
 TV_SCALE = 0.5
+# Histogram loss (not in Gatys et al.): scaled so weight 1 is felt next to the default style loss.
+HISTOGRAM_SCALE = 100.0
 
 
 class _Gram(torch.autograd.Function):
@@ -89,6 +91,43 @@ class GramLoss(FeatureLoss):
         return self.weight * F.mse_loss(gram(feats[self.layer]), self.target)
 
 
+class HistogramLoss(FeatureLoss):
+    """Histogram loss (Risser, Wilmot, Barnes 2017): weight·mse(O, R(O)) at one layer.
+
+    R(O) remaps each channel of the activations O so its histogram is the style's: exact
+    histogram matching by sorting (rank i of N gets the style's i/N quantile), recomputed at every
+    step and held constant for the gradient, as in the paper. It pins down the activation
+    distribution that Gram matrices leave free, which steadies Gram-only results.
+    """
+
+    def __init__(self, layer: str, style_features: torch.Tensor, weight: float = 1.0) -> None:
+        super().__init__()
+        self.layer = resolve_layer(layer)
+        self.weight = weight * HISTOGRAM_SCALE
+        c = style_features.shape[1]
+        self.register_buffer("sorted_style", style_features.detach().reshape(c, -1).float().sort(dim=1).values,
+                             persistent=False)
+
+    def remap(self, o: torch.Tensor) -> torch.Tensor:
+        """R(O): O's values replaced, rank for rank, by the style's quantiles."""
+        c = o.shape[1]
+        flat = o.detach().reshape(c, -1).float()
+        n, m = flat.shape[1], self.sorted_style.shape[1]
+        # The style's quantiles at the N ranks of O (linear interpolation between its M samples).
+        pos = torch.linspace(0, m - 1, n, device=o.device)
+        lo = pos.floor().long().clamp(max=m - 1)
+        hi = (lo + 1).clamp(max=m - 1)
+        frac = (pos - lo.float()).unsqueeze(0)
+        quantiles = self.sorted_style[:, lo] * (1 - frac) + self.sorted_style[:, hi] * frac
+        order = flat.argsort(dim=1)
+        remapped = torch.empty_like(flat).scatter_(1, order, quantiles)
+        return remapped.reshape(o.shape)
+
+    def forward(self, feats: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        o = feats[self.layer]
+        return self.weight * F.mse_loss(o.float(), self.remap(o))
+
+
 def tv_loss(image: torch.Tensor) -> torch.Tensor:
     """Anisotropic total variation: mean |dx| + mean |dy| (in 0..255 pixel units)."""
     dx = (image[..., :, 1:] - image[..., :, :-1]).abs().mean()
@@ -153,3 +192,12 @@ def style_terms(
             g = gram(feats[key]) * (bi / total)
             grams[key] = grams[key] + g if key in grams else g
     return [GramLoss(n, grams[resolve_layer(n)], scale * w) for n, w in zip(layers, _weights(layers, weights))]
+
+
+@torch.no_grad()
+def histogram_terms(
+    encoder: VGG19Encoder, image: torch.Tensor, layers: Sequence[str], scale: float
+) -> list[FeatureLoss]:
+    """Histogram targets of the (first) style image at ``layers``."""
+    feats = encoder(image, layers)
+    return [HistogramLoss(n, feats[resolve_layer(n)], scale) for n in layers]

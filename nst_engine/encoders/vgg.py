@@ -119,6 +119,8 @@ class VGG19Encoder(nn.Module):
 
     def forward(self, image: torch.Tensor, layers: Iterable[str]) -> dict[str, torch.Tensor]:
         wanted = {resolve_layer(n) for n in layers}
+        if not wanted:
+            return {}
         missing = wanted - set(self.names)
         if missing:
             raise InputError("layers", sorted(missing)[0], f"not built (encoder stops at {self.last_layer})")
