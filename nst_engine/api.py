@@ -10,6 +10,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -22,7 +23,10 @@ from .image import check_array, fit_long_side, to_tensor
 from .losses import Objective, content_terms, histogram_terms, style_terms
 from .optim import OptimizeResult, Progress, ProgressCallback, StopFlag, optimize, to_numpy
 
-__all__ = ["stylize", "reconstruct", "texture", "StyleResult", "Progress", "select_device"]
+__all__ = ["stylize", "stylize_selection", "reconstruct", "texture", "StyleResult", "Progress", "select_device"]
+
+if TYPE_CHECKING:
+    from .compositing.region import RegionResult
 
 
 @dataclass
@@ -238,3 +242,31 @@ def texture(
     x0 = _init_image(cfg.replace(init=init), out_shape, None, style_t[0], gen, device)
     return _run(x0, objective, cfg, device, "texture", callback, stop)
 
+
+
+def stylize_selection(
+    image: np.ndarray,
+    mask: np.ndarray,
+    styles: Sequence[np.ndarray] | np.ndarray,
+    config: StyleConfig | None = None,
+    *,
+    composite: str = "poisson",
+    margin: int = 32,
+    feather: float = 8.0,
+    callback: ProgressCallback | None = None,
+    stop: StopFlag | threading.Event | None = None,
+) -> "RegionResult":
+    """Stylize the part of ``image`` selected by ``mask`` (plus ``margin`` px of context) and
+    composite it back (``poisson``, ``feather`` or ``none``); outside the selection the image is
+    unchanged. The crop is processed at min(``config.size``, its own long side), so a small
+    selection is not blown up.
+    """
+    from .compositing.region import RegionResult, stylize_region  # noqa: F401
+
+    cfg = config or StyleConfig()
+
+    def stylize_crop(crop: np.ndarray) -> np.ndarray:
+        size = min(cfg.size, max(crop.shape[:2]))
+        return stylize(crop, styles, cfg.replace(size=size), callback=callback, stop=stop).image
+
+    return stylize_region(image, mask, stylize_crop, margin=margin, composite=composite, feather=feather)

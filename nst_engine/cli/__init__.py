@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 from collections.abc import Sequence
 
@@ -14,6 +15,7 @@ from ..errors import InputError, NSTError
 # Each module has register(subparsers) that adds its subcommand(s) with set_defaults(func=run).
 COMMAND_MODULES: tuple[str, ...] = (
     "nst_engine.cli.optimizer",  # stylize, reconstruct, texture
+    "nst_engine.cli.compose",  # blend, recolor
     "nst_engine.gimp_install",  # gimp-install
 )
 
@@ -75,6 +77,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         if "out of memory" in msg.lower():
             msg += "; try a smaller --size"
         print(f"nst: error: {msg}", file=sys.stderr)
+        return 1
+    except Exception as e:  # a bug: one line, the traceback only on request
+        if os.environ.get("NST_DEBUG"):
+            raise
+        print(f"nst: internal error: {type(e).__name__}: {e} (set NST_DEBUG=1 for details; please report)",
+              file=sys.stderr)
         return 1
 
 

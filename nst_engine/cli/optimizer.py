@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import time
 from typing import Any
 
 import numpy as np
@@ -18,6 +19,11 @@ def register(sub: Any) -> None:
     p = sub.add_parser("stylize", help="style transfer (Gatys et al.)", description="Paint CONTENT in the style of STYLE.")
     p.add_argument("content", metavar="CONTENT", help=INPUT_HELP)
     p.add_argument("styles", metavar="STYLE", nargs="+", help=INPUT_HELP + "; several are blended (--style-blend)")
+    sel = p.add_argument_group("selection (stylize only part of CONTENT, blended back at full size)")
+    sel.add_argument("--mask", help="mask image the size of CONTENT: white = stylize (alpha channel if it has one)")
+    sel.add_argument("--composite", choices=("poisson", "feather", "none"), default="poisson",
+                     help="how the stylized region meets the rest [default: poisson]")
+    sel.add_argument("--margin", type=int, default=32, help="context px around the selection [default: 32]")
     _common(p)
     p.set_defaults(func=run_stylize)
 
@@ -50,23 +56,25 @@ class _Run:
 
         self.out = check_output_path(args.output)
         self.bar = ProgressBar(enabled=False if args.quiet else None)
+        self.last_step = 0
+        self.t0 = time.perf_counter()
 
     def __call__(self, p: Any) -> None:
+        self.last_step = p.step
         self.bar(p)
         if p.snapshot is not None:
             from ..image import write_image
 
             write_image(self.out.with_name(f"{self.out.stem}.step{p.step:05d}{self.out.suffix}"), p.snapshot)
 
-    def finish(self, image: np.ndarray, result: Any) -> int:
+    def finish(self, image: np.ndarray, steps: int) -> int:
         from ..image import write_image
 
         self.bar.close()
         write_image(self.out, image)
         if self.bar.enabled:
             h, w = image.shape[:2]
-            print(f"wrote {self.out} ({w}x{h}, {result.steps} steps, {result.seconds:.1f} s, {result.device})",
-                  file=sys.stderr)
+            print(f"wrote {self.out} ({w}x{h}, {steps} steps, {time.perf_counter() - self.t0:.1f} s)", file=sys.stderr)
         return 0
 
 
@@ -93,8 +101,28 @@ def run_stylize(args: argparse.Namespace) -> int:
     run = _Run(args)
     content = _load(args.content, "CONTENT")
     styles = [_load(s, "STYLE") for s in args.styles]
+    if args.mask:
+        return _stylize_masked(args, cfg, run, content, styles)
     result = stylize(content, styles, cfg, callback=run)
-    return run.finish(_with_alpha(result.image, content), result)
+    return run.finish(_with_alpha(result.image, content), result.steps)
+
+
+def _stylize_masked(args: argparse.Namespace, cfg: Any, run: "_Run", content: np.ndarray,
+                    styles: list[np.ndarray]) -> int:
+    from ..api import stylize_selection
+    from .compose import read_mask
+
+    mask = read_mask(args.mask, "--mask")
+    if mask.shape != content.shape[:2]:
+        raise InputError("--mask", args.mask, f"is {mask.shape[1]}x{mask.shape[0]}, CONTENT is "
+                                              f"{content.shape[1]}x{content.shape[0]}")
+    if args.margin < 0:
+        raise InputError("--margin", args.margin, "must be >= 0")
+    region = stylize_selection(content, mask, styles, cfg, composite=args.composite, margin=args.margin,
+                               callback=run)
+    if region.note:
+        print(f"nst: note: {region.note}", file=sys.stderr)
+    return run.finish(region.image, run.last_step)
 
 
 def run_reconstruct(args: argparse.Namespace) -> int:
@@ -104,7 +132,7 @@ def run_reconstruct(args: argparse.Namespace) -> int:
     run = _Run(args)
     image = _load(args.image, "IMAGE")
     result = reconstruct(image, args.layer, cfg, callback=run)
-    return run.finish(result.image, result)
+    return run.finish(result.image, result.steps)
 
 
 def run_texture(args: argparse.Namespace) -> int:
@@ -122,5 +150,5 @@ def run_texture(args: argparse.Namespace) -> int:
     else:
         shape = fit_long_side(*styles[0].shape[:2], cfg.size)
     result = texture(styles, cfg, shape=shape, callback=run)
-    return run.finish(result.image, result)
+    return run.finish(result.image, result.steps)
 
