@@ -22,6 +22,7 @@ from .errors import InputError
 from .image import check_array, fit_long_side, to_tensor
 from .losses import Objective, content_terms, histogram_terms, style_terms
 from .optim import OptimizeResult, Progress, ProgressCallback, StopFlag, optimize, to_numpy
+from .plan import make_plan
 
 __all__ = ["stylize", "stylize_selection", "reconstruct", "texture", "StyleResult", "Progress", "select_device"]
 
@@ -137,28 +138,47 @@ def stylize(
         raise InputError("style_blend", cfg.style_blend, f"needs one weight per style image ({len(style_a)})")
     # 2. Colour: luminance-only transfer, or the style recoloured to the content's palette.
     content_in, style_in = _color_inputs(cfg.preserve_colors, content_a, style_a)
-    # 3. Images to tensors at the processing sizes.
-    shape = fit_long_side(*content_a.shape[:2], cfg.size)
-    content_t = to_tensor(content_in, shape, device)
-    style_size = max(1, round(cfg.size * cfg.style_scale))
-    style_t = [to_tensor(s, fit_long_side(*s.shape[:2], style_size), device) for s in style_in]
-    # 4. Encoder up to the deepest layer used, and the loss targets.
+    # 3. Plan the scales (coarse to fine) against the memory budget, before any work.
     hist_layers = cfg.histogram_layers if cfg.histogram_weight > 0 else ()
-    encoder = _encoder(cfg, [*cfg.content_layers, *cfg.style_layers, *hist_layers], device)
-    objective = Objective(
-        encoder,
-        content=content_terms(encoder, content_t, cfg.content_layers, cfg.content_layer_weights, cfg.content_weight)
-        if cfg.content_weight > 0 else [],
-        style=[
-            *(style_terms(encoder, style_t, cfg.style_blend, cfg.style_layers, cfg.style_layer_weights,
-                          cfg.style_weight) if cfg.style_weight > 0 else []),
-            *histogram_terms(encoder, style_t[0], hist_layers, cfg.histogram_weight),
-        ],
-        tv_weight=cfg.tv_weight,
-    )
-    # 5. Start image and optimisation.
-    x0 = _init_image(cfg, shape, content_t, style_t[0], gen, device)
-    result = _run(x0, objective, cfg, device, "stylize", callback, stop)
+    layers = [*cfg.content_layers, *cfg.style_layers, *hist_layers]
+    plan = make_plan(content_a.shape[:2], cfg.size, cfg.steps, deepest(layers), device, scales=cfg.scales,
+                     scale_steps=cfg.scale_steps, max_memory_gib=cfg.max_memory)
+    encoder = _encoder(cfg, layers, device)
+    results: list[StyleResult] = []
+    x: torch.Tensor | None = None
+    for i, sc in enumerate(plan):
+        # 4. Images at this scale, and the loss targets.
+        content_t = to_tensor(content_in, sc.shape, device)
+        style_size = max(1, round(sc.size * cfg.style_scale))
+        style_t = [to_tensor(s, fit_long_side(*s.shape[:2], style_size), device) for s in style_in]
+        objective = Objective(
+            encoder,
+            content=content_terms(encoder, content_t, cfg.content_layers, cfg.content_layer_weights,
+                                  cfg.content_weight) if cfg.content_weight > 0 else [],
+            style=[
+                *(style_terms(encoder, style_t, cfg.style_blend, cfg.style_layers, cfg.style_layer_weights,
+                              cfg.style_weight) if cfg.style_weight > 0 else []),
+                *histogram_terms(encoder, style_t[0], hist_layers, cfg.histogram_weight),
+            ],
+            tv_weight=cfg.tv_weight,
+        )
+        # 5. Start image: the configured one, then the previous scale's result upsampled.
+        if x is None:
+            x0 = _init_image(cfg, sc.shape, content_t, style_t[0], gen, device)
+        else:
+            x0 = torch.nn.functional.interpolate(x, size=sc.shape, mode="bicubic", align_corners=False).clamp(0, 255)
+        stage = "stylize" if len(plan) == 1 else f"stylize {sc.shape[1]}x{sc.shape[0]} ({i + 1}/{len(plan)})"
+        r = optimize(x0, objective, steps=sc.steps, optimizer=cfg.optimizer, lr=cfg.lr, stage=stage,
+                     callback=callback, stop=stop, save_every=cfg.save_every, history=sc.history)
+        x = r.image
+        results.append(StyleResult(to_numpy(r.image), r.loss, r.losses, r.history, r.steps, r.stopped, r.seconds,
+                                   str(device)))
+        if r.stopped:
+            break
+    result = results[-1]
+    result.history = [v for r_ in results for v in r_.history]
+    result.steps = sum(r_.steps for r_ in results)
+    result.seconds = sum(r_.seconds for r_ in results)
     # 6. Luminance-only: the optimised luminance with the content's chroma (Gatys et al. 2016b).
     if cfg.preserve_colors == "luminance":
         from .color import recolor

@@ -31,6 +31,14 @@ class StyleConfig:
     style_scale: float = field(
         default=1.0, metadata=_opt("style image long side relative to --size", lo=0.01, hi=16.0)
     )
+    scales: tuple[int, ...] = field(
+        default=(), metadata=_opt("coarse-to-fine long sides, e.g. 512,1024,2048 (the last is the output); "
+                                  "default: automatic above 1024 px")
+    )
+    scale_steps: tuple[int, ...] = field(default=(), metadata=_opt("steps at each scale (default: --steps, then halving)"))
+    max_memory: float = field(
+        default=0.0, metadata=_opt("memory budget in GiB on the device that runs (0: 85% of what is free)", lo=0.0, hi=1e6)
+    )
     # --- optimizer ---------------------------------------------------------------------------
     steps: int = field(default=500, metadata=_opt("optimizer steps (one loss+gradient evaluation each)", lo=0, hi=10**6))
     optimizer: str = field(default="lbfgs", metadata=_opt("optimizer", choices=("lbfgs", "adam")))
@@ -111,6 +119,10 @@ class StyleConfig:
                     raise InputError(f.name, value, f"must be between {meta['lo']} and {meta['hi']}")
         if self.size <= 0:
             raise InputError("size", self.size, "must be > 0")
+        if any((not isinstance(v, int)) or not 1 <= v <= MAX_SIZE for v in self.scales):
+            raise InputError("scales", self.scales, f"each must be a whole number of px, 1..{MAX_SIZE}")
+        if any((not isinstance(v, int)) or v < 0 for v in self.scale_steps):
+            raise InputError("scale_steps", self.scale_steps, "each must be a whole number >= 0")
         for name in ("content_layers", "style_layers", "histogram_layers"):
             for layer in getattr(self, name):
                 resolve_layer(layer, argument=name)

@@ -25,6 +25,13 @@ from pathlib import Path
 from typing import Any
 
 PLUGIN_NAME = "nst-gimp"
+DESCRIPTION = """Install the GIMP 3 plug-in into GIMP's user folder and point it at this engine.
+
+Puts plug-ins/nst-gimp/ (the plug-in, its bridge client, its arguments generated from the engine's
+settings, and nst-bridge.json naming this Python) into every GIMP 3.x user folder found (Linux:
+~/.config/GIMP/3.x and the Flatpak's ~/.var/app/org.gimp.GIMP/config/GIMP/3.x; macOS:
+~/Library/Application Support/GIMP/3.x; Windows: %APPDATA%\\GIMP\\3.x), or creates the default one
+if there is none yet. Safe to run again; restart GIMP afterwards."""
 NEWEST_KNOWN = "3.0"  # the user folder to create when no GIMP 3.x folder exists yet
 _VERSION_DIR = re.compile(r"^3\.(\d+)$")
 
@@ -140,7 +147,7 @@ def uninstall(gimp_dir: Path) -> bool:
 def register(subparsers: Any) -> argparse.ArgumentParser:
     p = subparsers.add_parser(
         "gimp-install", help="install the GIMP 3 plug-in (Filters ▸ Artistic ▸ Neural Style Transfer…)",
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+        description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("--gimp-config-dir", metavar="DIR",
                    help="GIMP's user folder (e.g. ~/.config/GIMP/3.0); default: every GIMP 3.x folder found")

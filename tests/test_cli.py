@@ -134,7 +134,7 @@ def test_nan_during_optimisation_exits_1_without_output(images: tuple[Path, Path
     out = tmp_path / "o.png"
     code, err = _run_err(["stylize", str(images[0]), str(images[1]), "-o", str(out),
                           "--size", "24", "--steps", "10"], capsys)
-    assert code == 1 and "diverged at step 3" in err and "Traceback" not in err, err
+    assert code == 1 and "diverged at step" in err and "Traceback" not in err, err
     assert not out.exists() and _leftovers(tmp_path) == []
 
 

@@ -211,8 +211,9 @@ class Engine:
         python = self.cfg["engine_python"]
         if not os.path.isfile(python):
             raise BridgeError(
-                f"The NST engine's Python was not found at {python}. {INSTALL_HINT} "
-                "(or set NST_ENGINE_PYTHON to that Python)."
+                f"The NST engine's Python was not found at {python}. Run `nst gimp-install` from the "
+                "Python environment where nst-gimp is installed (or set NST_ENGINE_PYTHON to that "
+                "Python), then restart GIMP."
             )
         env = dict(os.environ)
         extra = self.cfg.get("engine_pythonpath")
@@ -358,11 +359,9 @@ class Engine:
                 else:
                     raise BridgeError(f"The NST engine sent an unexpected message {kind!r}.")
         except protocol.ProtocolError as e:
-            tail = log_tail(self.dir, 5)
             raise BridgeError(
-                "The NST engine stopped unexpectedly (it crashed or was killed) or sent garbage: "
-                f"{e}. Try again; if it keeps failing, see {self.dir / LOG_NAME}"
-                + (f":\n{tail}" if tail else ".")
+                "The NST engine stopped unexpectedly (it crashed or was killed) or sent garbage "
+                f"({e}). Nothing was changed. Try again; if it keeps failing, see {self.dir / LOG_NAME}."
             ) from None
         except OSError as e:
             raise BridgeError(f"Lost the connection to the NST engine: {e}. Try again.") from None

@@ -52,7 +52,8 @@ def add_config_options(parser: argparse.ArgumentParser, skip: frozenset[str] = _
             kw["type"] = _seed
         elif isinstance(default, tuple):
             is_layers = f.name.endswith("_layers")
-            kw["type"] = _list_of(str if is_layers else float)
+            kind = int if f.name in ("scales", "scale_steps") else float
+            kw["type"] = _list_of(str if is_layers else kind)
             kw["metavar"] = "NAME[:W],…" if is_layers else "W,…"
             if is_layers:
                 kw["help"] += " (comma-separated; NAME:WEIGHT sets a layer's weight)"

@@ -21,8 +21,9 @@ alpha channel (RGBA) is the original's everywhere, and the composited pixels are
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable, Literal
+from typing import Literal
 
 import numpy as np
 from scipy import ndimage

@@ -114,9 +114,36 @@ def build(root: Path | None = None, *, force: bool = False) -> Path:
     return root
 
 
+_SYSTEM = ("/", "/usr", "/usr/local", "/bin", "/sbin", "/lib", "/lib64", "/etc", "/var", "/opt", "/root",
+           "/home", "/tmp", "/usr/bin", "/usr/lib", "/usr/local/bin", "/usr/local/lib")
+
+
+def _bindable(path: str) -> bool:
+    """Whole folders we may bind over the chroot's: never its system folders (/usr, /lib, ...)."""
+    p = os.path.normpath(path)
+    if p in _SYSTEM or p.startswith(("/proc", "/sys", "/dev")):
+        return False
+    return not (p.startswith("/usr/") and not p.startswith("/usr/local/"))
+
+
 def default_binds() -> list[str]:
-    """Host paths to bind (read-only) at the same path inside: the repo, the venv, its base Python."""
-    paths = {str(REPO)}
+    """Host paths to bind (read-only) at the same path inside: the repo and the engine's Python
+    (this interpreter's venv and its base installation).
+
+    A base Python inside /usr (a distribution's python3.X) cannot be bound as a whole; then just
+    its interpreter and its ``lib/python3.X`` are, which the chroot (Debian 13, Python 3.13)
+    lacks for any other version; `_wrap` skips whatever the chroot already has.
+    """
+    paths = {str(REPO), sys.prefix, str(Path(sys.executable).resolve().parents[1])}
+    ver = f"python{sys.version_info.major}.{sys.version_info.minor}"
+    for base in {sys.base_prefix, str(Path(getattr(sys, "_base_executable", sys.executable)).resolve().parents[1])}:
+        if _bindable(base):
+            paths.add(base)
+        else:
+            paths.add(str(Path(getattr(sys, "_base_executable", sys.executable)).resolve()))
+            for lib in (Path(base) / "lib" / ver, Path(base) / "local" / "lib" / ver):
+                if lib.is_dir():
+                    paths.add(str(lib))
     venv = Path(os.environ.get("NST_ENGINE_VENV", REPO / ".venv"))
     if venv.exists():
         paths.add(str(venv.resolve()))
@@ -124,16 +151,25 @@ def default_binds() -> list[str]:
         if cfg.exists():
             for line in cfg.read_text().splitlines():
                 key, _, value = line.partition("=")
-                if key.strip() == "home":  # .../bin of the base interpreter
+                if key.strip() == "home" and _bindable(str(Path(value.strip()).resolve().parent)):
                     paths.add(str(Path(value.strip()).resolve().parent))
-    exe = Path(sys.executable).resolve()
-    paths.add(str(exe.parents[1]))  # the running interpreter's prefix (pyenv version dir)
-    # Keep only the outermost of nested paths.
+    paths = {os.path.normpath(p) for p in paths if p and os.path.exists(p)}
+    # Keep only the outermost of nested paths; system folders themselves never.
     out: list[str] = []
     for p in sorted(paths, key=len):
+        if p in _SYSTEM:
+            continue
         if not any(p == q or p.startswith(q + "/") for q in out):
             out.append(p)
     return out
+
+
+def _placeholder(path: Path) -> bool:
+    """An empty file or folder: a mount point an earlier run created."""
+    try:
+        return (path.is_file() and path.stat().st_size == 0) or (path.is_dir() and not any(path.iterdir()))
+    except OSError:
+        return False
 
 
 def _wrap(cmd: list[str], root: Path, binds: bool, extra_binds: list[tuple[str, str, bool]]) -> list[str]:
@@ -147,7 +183,12 @@ def _wrap(cmd: list[str], root: Path, binds: bool, extra_binds: list[tuple[str, 
     mounts += extra_binds
     for src, dst, ro in mounts:
         target = root / dst.lstrip("/")
-        steps.append(f"mkdir -p {shlex.quote(str(target))}")
+        if not _bindable(dst) and (target.is_symlink() or target.exists() and not _placeholder(target)):
+            continue  # never shadow the chroot's own files (e.g. a /usr/bin/python3.X it has)
+        if os.path.isdir(src):
+            steps.append(f"mkdir -p {shlex.quote(str(target))}")
+        else:
+            steps.append(f"mkdir -p {shlex.quote(str(target.parent))} && touch {shlex.quote(str(target))}")
         steps.append(f"mount --bind {shlex.quote(src)} {shlex.quote(str(target))}")
         if ro:
             steps.append(f"mount -o remount,bind,ro {shlex.quote(str(target))}")

@@ -1,0 +1,1 @@
+"""The GIMP 3 plug-in (``nst_gimp.py``), installed into GIMP by ``nst gimp-install``."""

@@ -1,0 +1,504 @@
+#!/usr/bin/env python3
+# Neural style transfer for GIMP 3 (nst-gimp). MIT licence.
+#
+# Installed by `nst gimp-install` as plug-ins/nst-gimp/nst-gimp.py. It imports only gi and the
+# standard library (GIMP's Python has no numpy or torch): pixels go as raw float32 to the engine
+# server, a separate process in the engine's own Python environment (see nst_bridge/client.py).
+"""Filters ▸ Artistic ▸ Neural Style Transfer… and Filters ▸ Render ▸ Neural Texture…"""
+import json
+import math
+import os
+import sys
+import time
+
+import gi
+
+gi.require_version("Gimp", "3.0")
+from gi.repository import Gimp  # noqa: E402
+
+gi.require_version("Gegl", "0.4")
+from gi.repository import Gegl, GLib, GObject  # noqa: E402
+
+HERE = os.path.dirname(os.path.realpath(__file__))
+if HERE not in sys.path:
+    sys.path.insert(0, HERE)
+try:
+    from nst_bridge import client as bridge  # copied next to this file by `nst gimp-install`
+    _BRIDGE_ERROR = None
+except ImportError as e:  # pragma: no cover - a broken installation
+    bridge = None
+    _BRIDGE_ERROR = str(e)
+
+PROC_STYLIZE = "plug-in-nst-stylize"
+PROC_TEXTURE = "plug-in-nst-texture"
+PLUGIN_BINARY = "nst-gimp"
+RGBA = "R'G'B'A float"  # perceptual (sRGB-encoded) float: keeps 16/32-bit precision
+MASK = "Y float"  # selections and layer masks are linear coverage
+MARGIN = 32  # px of context around a selection
+SPEC_FILE = os.path.join(HERE, "nst-gimp-args.json")
+INSTALL_HINT = "Run `nst gimp-install` from the Python environment where nst-gimp is installed, then restart GIMP."
+
+
+class UserError(Exception):
+    """A problem to show to the user as it is (EXECUTION_ERROR with this message)."""
+
+
+def load_spec():
+    try:
+        with open(SPEC_FILE, encoding="utf-8") as fh:
+            return json.load(fh)
+    except (OSError, ValueError):
+        return None
+
+
+# ---------------------------------------------------------------------------------------------
+# registration
+# ---------------------------------------------------------------------------------------------
+
+def add_argument(proc, a):
+    flags = GObject.ParamFlags.READWRITE
+    name, nick, blurb, kind = a["name"], a.get("nick", a["name"]), a.get("blurb", ""), a["type"]
+    if kind == "int":
+        proc.add_int_argument(name, nick, blurb, int(a["min"]), int(a["max"]), int(a["default"]), flags)
+    elif kind == "double":
+        proc.add_double_argument(name, nick, blurb, float(a["min"]), float(a["max"]), float(a["default"]), flags)
+    elif kind == "choice":
+        choice = Gimp.Choice.new()
+        for i, c in enumerate(a["choices"]):
+            choice.add(c["nick"], i, c.get("label", c["nick"]), c.get("help", ""))
+        proc.add_choice_argument(name, nick, blurb, choice, a["default"], flags)
+    elif kind == "string":
+        proc.add_string_argument(name, nick, blurb, a.get("default", ""), flags)
+    elif kind == "boolean":
+        proc.add_boolean_argument(name, nick, blurb, bool(a.get("default")), flags)
+    elif kind == "layer":
+        proc.add_layer_argument(name, nick, blurb, True, flags)
+    elif kind == "file":
+        proc.add_file_argument(name, nick, blurb, Gimp.FileChooserAction.OPEN, True, None, flags)
+    else:
+        raise ValueError("unknown argument type %r" % kind)
+
+
+class NeuralStyle(Gimp.PlugIn):
+    def do_query_procedures(self):
+        return [PROC_STYLIZE, PROC_TEXTURE]
+
+    def do_set_i18n(self, name):
+        return False
+
+    def do_create_procedure(self, name):
+        spec = load_spec()
+        if name == PROC_STYLIZE:
+            proc = Gimp.ImageProcedure.new(self, name, Gimp.PDBProcType.PLUGIN, run_stylize, None)
+            proc.set_menu_label("_Neural Style Transfer...")
+            proc.add_menu_path("<Image>/Filters/Artistic")
+            proc.set_sensitivity_mask(Gimp.ProcedureSensitivityMask.DRAWABLE | Gimp.ProcedureSensitivityMask.DRAWABLES)
+            proc.set_documentation(
+                "Paint the selected layers in the style of another image",
+                "Neural style transfer (Gatys et al.): for every selected layer, a new layer just above it "
+                "holds the layer repainted in the style of a style image (a layer of any open image, or a "
+                "file). With a selection, only the selection (plus context) is processed and blended back, "
+                "and the new layer gets the selection as its mask. The originals are not modified.",
+                name)
+        else:
+            proc = Gimp.ImageProcedure.new(self, name, Gimp.PDBProcType.PLUGIN, run_texture, None)
+            proc.set_menu_label("Neural _Texture...")
+            proc.add_menu_path("<Image>/Filters/Render")
+            proc.set_sensitivity_mask(Gimp.ProcedureSensitivityMask.DRAWABLE | Gimp.ProcedureSensitivityMask.DRAWABLES
+                                      | Gimp.ProcedureSensitivityMask.NO_DRAWABLES)
+            proc.set_documentation(
+                "Render a texture in the style of an image",
+                "Texture synthesis (Gatys et al.): a new layer, the size of the canvas (or of the selection, "
+                "masked by it), filled with a texture that has the style image's statistics.",
+                name)
+        proc.set_image_types("RGB*, GRAY*")
+        proc.set_attribution("nst-gimp authors", "nst-gimp authors (MIT)", "2025")
+        if spec is not None:
+            for a in spec["procedures"][name]:
+                add_argument(proc, a)
+        return proc
+
+
+# ---------------------------------------------------------------------------------------------
+# dialog
+# ---------------------------------------------------------------------------------------------
+
+GROUPS = {
+    PROC_STYLIZE: [("style", "Style", ["style-layer", "style-file"]),
+                   ("engine", "Engine", ["method", "model", "steps", "size", "style-weight"]),
+                   ("result", "Result", ["preserve-colors", "composite", "layer-mode", "opacity"])],
+    PROC_TEXTURE: [("style", "Style", ["style-layer", "style-file"]),
+                   ("engine", "Engine", ["steps", "size", "seed"]),
+                   ("result", "Result", ["layer-mode", "opacity"])],
+}
+
+
+INTRO = {
+    PROC_STYLIZE: "Repaints each selected layer in the style of the style image, on a new layer above it "
+                  "(only the selection, if there is one). Your layers are not changed.",
+    PROC_TEXTURE: "Fills a new layer, the size of the canvas or the selection, with a texture in the style "
+                  "of the style image.",
+}
+
+
+def _refresh_layer_preview(dialog, config):
+    """GIMP 3.0's layer chooser draws no thumbnail for a value set before it was laid out:
+    set the value again once the dialog is on screen."""
+    layer = config.get_property("style-layer") if config.find_property("style-layer") else None
+    if layer is None:
+        return
+    try:
+        chooser = dialog.get_widget("style-layer", GObject.TYPE_NONE)
+    except Exception:
+        return
+
+    def again(*_):
+        try:
+            chooser.set_drawable(layer)
+        except Exception:
+            pass
+        return False
+
+    chooser.connect("size-allocate", lambda *a: GLib.idle_add(again))
+
+
+def show_dialog(procedure, config, spec, engine):
+    """The dialog generated from the procedure's arguments. False if the user cancelled."""
+    gi.require_version("GimpUi", "3.0")
+    from gi.repository import GimpUi
+
+    GimpUi.init(PLUGIN_BINARY)
+    if engine is not None:
+        try:  # warm the engine up while the user is choosing settings
+            engine.prestart()
+        except Exception:
+            pass  # the run reports engine problems with a proper message
+    name = procedure.get_name()
+    title = "Neural Style Transfer" if name == PROC_STYLIZE else "Neural Texture"
+    dialog = GimpUi.ProcedureDialog.new(procedure, config, title)
+    if os.environ.get("NST_GIMP_DEBUG"):
+        print("[nst-gimp] style-layer in dialog:", config.get_property("style-layer"), file=sys.stderr, flush=True)
+    args = {a["name"]: a for a in spec["procedures"][name]}
+    for a in args.values():  # sliders over a useful range; typing still allows the full range
+        if a["type"] in ("int", "double") and a.get("soft"):
+            try:
+                w = dialog.get_widget(a["name"], GimpUi.SpinScale)
+                w.set_scale_limits(a["soft"][0], a["soft"][1])
+                if "digits" in a:
+                    w.set_digits(a["digits"])
+            except Exception:
+                pass
+    frames = []
+    for key, title_text, names in GROUPS[name]:
+        names = [n for n in names if n in args]
+        dialog.get_label(key + "-title", title_text, False, False)
+        dialog.fill_box(key + "-box", names)
+        dialog.fill_frame(key + "-frame", key + "-title", False, key + "-box")
+        frames.append(key + "-frame")
+    if "model" in args:
+        try:
+            values = Gimp.ValueArray.new(1)
+            values.append(GObject.Value(GObject.TYPE_STRING, "model"))
+            dialog.set_sensitive_if_in("model", None, "method", values, True)
+        except Exception:
+            pass
+    intro = dialog.get_label("intro", INTRO[name], False, False)
+    try:
+        intro.set_line_wrap(True)
+        intro.set_max_width_chars(48)
+        intro.set_xalign(0.0)
+    except Exception:
+        pass
+    dialog.fill(["intro"] + frames)
+    _refresh_layer_preview(dialog, config)
+    ok = dialog.run()
+    dialog.destroy()
+    return ok
+
+
+# ---------------------------------------------------------------------------------------------
+# pixels
+# ---------------------------------------------------------------------------------------------
+
+def _rect(x, y, w, h):
+    return Gegl.Rectangle.new(int(x), int(y), int(w), int(h))
+
+
+def read_pixels(drawable, x, y, w, h, fmt=RGBA, abyss=None):
+    buf = drawable.get_buffer()
+    data = buf.get(_rect(x, y, w, h), 1.0, fmt, abyss if abyss is not None else Gegl.AbyssPolicy.CLAMP)
+    return bytes(data)
+
+
+def write_pixels(drawable, x, y, w, h, data, fmt=RGBA):
+    buf = drawable.get_buffer()
+    buf.set(_rect(x, y, w, h), fmt, bytes(data))
+    buf.flush()
+    drawable.update(int(x), int(y), int(w), int(h))
+
+
+def offsets(layer):
+    r = layer.get_offsets()
+    return (r[1], r[2]) if len(r) == 3 else (r[0], r[1])
+
+
+def check_floats(data, expected_len, what):
+    """The engine's reply must have the right size and finite values (sampled)."""
+    if len(data) != expected_len:
+        raise UserError("The NST engine returned %s of the wrong size (%d bytes, expected %d). "
+                        "The engine and the plug-in may not match: %s" % (what, len(data), expected_len, INSTALL_HINT))
+    view = memoryview(data).cast("B").cast("f")
+    stride = max(1, len(view) // 200000)
+    for v in view[::stride]:
+        if v != v or v in (math.inf, -math.inf):
+            raise UserError("The NST engine returned invalid pixels (NaN) for %s. Try other settings." % what)
+
+
+# ---------------------------------------------------------------------------------------------
+# runs
+# ---------------------------------------------------------------------------------------------
+
+def error_values(procedure, message):
+    return procedure.new_return_values(Gimp.PDBStatusType.EXECUTION_ERROR, GLib.Error(message))
+
+
+def _run(procedure, run_mode, image, drawables, config, body):
+    spec = load_spec()
+    if bridge is None or spec is None:
+        why = _BRIDGE_ERROR or ("%s is missing or unreadable" % SPEC_FILE)
+        return error_values(procedure, "The NST plug-in is not installed completely (%s). %s" % (why, INSTALL_HINT))
+    engine = None
+    try:
+        engine = bridge.Engine(bridge.load_config())
+    except bridge.BridgeError as e:
+        engine_error = str(e)
+    if run_mode == Gimp.RunMode.INTERACTIVE:
+        if not show_dialog(procedure, config, spec, engine):
+            return procedure.new_return_values(Gimp.PDBStatusType.CANCEL, GLib.Error())
+    try:
+        if image.get_base_type() == Gimp.ImageBaseType.INDEXED:
+            raise UserError("Neural Style Transfer does not work on indexed images. "
+                            "Convert the image first: Image ▸ Mode ▸ RGB (or Grayscale).")
+        if engine is None:
+            raise UserError(engine_error)
+        body(procedure, image, list(drawables or []), config, spec, engine)
+    except UserError as e:
+        return error_values(procedure, str(e))
+    except bridge.BridgeError as e:
+        return error_values(procedure, str(e))
+    except Exception as e:  # a bug: still a message, not a "plug-in crashed"
+        import traceback
+
+        traceback.print_exc()
+        return error_values(procedure, "Unexpected error in the NST plug-in (%s: %s). The image was not changed "
+                            "unless new layers appear; please report this." % (type(e).__name__, e))
+    finally:
+        try:
+            Gimp.progress_end()
+        except Exception:
+            pass
+    return procedure.new_return_values(Gimp.PDBStatusType.SUCCESS, GLib.Error())
+
+
+def run_stylize(procedure, run_mode, image, drawables, config, data):
+    return _run(procedure, run_mode, image, drawables, config, stylize)
+
+
+def run_texture(procedure, run_mode, image, drawables, config, data):
+    return _run(procedure, run_mode, image, drawables, config, texture)
+
+
+def _params(config, spec, proc_name):
+    """The procedure's arguments as JSON for the engine (names with '_'); files as paths."""
+    params = {}
+    for a in spec["procedures"][proc_name]:
+        if a["type"] in ("layer", "file"):
+            continue
+        params[a["name"].replace("-", "_")] = config.get_property(a["name"])
+    return params
+
+
+def _style(config):
+    """(style name, params to add, arrays to add) from style-layer or style-file."""
+    layer = config.get_property("style-layer")
+    if layer is not None:
+        if not layer.is_valid():
+            raise UserError("The style layer no longer exists. Choose another Style layer.")
+        w, h = layer.get_width(), layer.get_height()
+        data = read_pixels(layer, 0, 0, w, h)
+        return layer.get_name(), {}, {"style": ([h, w, 4], data)}
+    gfile = config.get_property("style-file")
+    path = gfile.get_path() if gfile is not None else None
+    if not path:
+        raise UserError("Choose a style: a layer of an open image (Style layer) or an image file (Style file).")
+    if not os.path.isfile(path):
+        raise UserError("The style file %s does not exist. Choose another Style file." % path)
+    return os.path.splitext(os.path.basename(path))[0], {"style_file": path}, {}
+
+
+def _log_timing(proc_name, engine, extra):
+    path = os.environ.get("NST_GIMP_TIMING_LOG")
+    if path:
+        with open(path, "a", encoding="utf-8") as fh:
+            fh.write(json.dumps(dict(procedure=proc_name, **engine.timing, **extra)) + "\n")
+
+
+class _Progress:
+    """GIMP progress bar + text across several engine calls."""
+
+    def __init__(self, title, n):
+        self.n = max(1, n)
+        self.i = 0
+        self.label = ""
+        Gimp.progress_init(title)
+        Gimp.progress_set_text("%s: starting the engine..." % title)
+
+    def start(self, i, label):
+        self.i, self.label = i, label
+        Gimp.progress_update(i / self.n)
+
+    def __call__(self, msg):
+        step, total = int(msg.get("step") or 0), int(msg.get("total") or 0)
+        frac = (self.i + (step / total if total else 0.0)) / self.n
+        text = "%s: %s" % (self.label, msg.get("stage", ""))
+        if total:
+            text += " step %d/%d" % (step, total)
+        eta = msg.get("eta")
+        if eta is not None and total and step < total:
+            text += ", %d s left" % max(0, round(eta))
+        Gimp.progress_set_text(text)
+        Gimp.progress_update(min(1.0, max(0.0, frac)))
+
+
+def _new_layer(image, name, w, h, opacity, mode):
+    kind = Gimp.ImageType.GRAYA_IMAGE if image.get_base_type() == Gimp.ImageBaseType.GRAY else Gimp.ImageType.RGBA_IMAGE
+    return Gimp.Layer.new(image, name, int(w), int(h), kind, float(opacity), mode)
+
+
+def _layer_mode(spec, nick):
+    member = spec.get("layer_modes", {}).get(nick, "NORMAL")
+    return getattr(Gimp.LayerMode, member, Gimp.LayerMode.NORMAL)
+
+
+def stylize(procedure, image, drawables, config, spec, engine):
+    layers = []
+    for d in drawables:
+        if not d.is_layer() or d.is_layer_mask():
+            raise UserError("Neural Style Transfer works on layers: select layers, not channels or masks.")
+        if d.is_group_layer():
+            raise UserError("Layer group %r cannot be stylized: select the layers inside it, or merge the group." % d.get_name())
+        layers.append(d)
+    if not layers:
+        raise UserError("Select at least one layer to stylize.")
+    params = _params(config, spec, PROC_STYLIZE)
+    style_name, style_params, style_arrays = _style(config)
+    params.update(style_params)
+    has_selection = not Gimp.Selection.is_empty(image)
+    selection = image.get_selection()
+    progress = _Progress("Neural Style Transfer", len(layers))
+    results = []
+    for i, layer in enumerate(layers):
+        w, h = layer.get_width(), layer.get_height()
+        ox, oy = offsets(layer)
+        if has_selection:
+            ok, sx, sy, sw, sh = layer.mask_intersect()
+            if not ok or sw <= 0 or sh <= 0:
+                continue  # the selection does not touch this layer
+            x0, y0 = max(0, sx - MARGIN), max(0, sy - MARGIN)
+            x1, y1 = min(w, sx + sw + MARGIN), min(h, sy + sh + MARGIN)
+        else:
+            x0, y0, x1, y1 = 0, 0, w, h
+        rw, rh = x1 - x0, y1 - y0
+        arrays = dict(style_arrays)
+        arrays["content"] = ([rh, rw, 4], read_pixels(layer, x0, y0, rw, rh))
+        if has_selection:
+            arrays["mask"] = ([rh, rw], read_pixels(selection, x0 + ox, y0 + oy, rw, rh, MASK, Gegl.AbyssPolicy.NONE))
+        progress.start(i, layer.get_name())
+        call_params = dict(params, layer_long_side=max(w, h))
+        t0 = time.monotonic()
+        header, out = engine.call("stylize", call_params, arrays, progress)
+        _log_timing(PROC_STYLIZE, engine, {"layer": layer.get_name(), "wall_s": time.monotonic() - t0})
+        image_px = out.get("image")
+        if image_px is None or list(image_px[0]) != [rh, rw, 4]:
+            raise UserError("The NST engine returned an image of the wrong shape %r (expected %r). %s"
+                            % (image_px and image_px[0], [rh, rw, 4], INSTALL_HINT))
+        check_floats(bridge.protocol.to_native(image_px[1]), rh * rw * 16, "the image")
+        mask_px = out.get("layer_mask")
+        if has_selection:
+            if mask_px is None or list(mask_px[0]) != [rh, rw]:
+                raise UserError("The NST engine returned no valid layer mask. %s" % INSTALL_HINT)
+            check_floats(bridge.protocol.to_native(mask_px[1]), rh * rw * 4, "the layer mask")
+        if header.get("note"):
+            Gimp.message(header["note"])
+        results.append((layer, (x0, y0, rw, rh), image_px[1], mask_px[1] if has_selection else None))
+    if not results:
+        raise UserError("The selection does not overlap the selected layer(s): nothing to stylize.")
+
+    # Everything computed: now change the image, as one undo step.
+    method = params.get("method", "iterative")
+    label = params.get("model") or "model" if method == "model" else method
+    name = "%s (%s)" % (style_name, label)
+    mode = _layer_mode(spec, params.get("layer_mode", "normal"))
+    opacity = params.get("opacity", 100.0)
+    Gimp.progress_set_text("Adding the new layers...")
+    image.undo_group_start()
+    try:
+        for layer, (x0, y0, rw, rh), pixels, mask in results:
+            w, h = layer.get_width(), layer.get_height()
+            ox, oy = offsets(layer)
+            new = _new_layer(image, name, w, h, opacity, mode)
+            image.insert_layer(new, layer.get_parent(), image.get_item_position(layer))
+            new.set_offsets(ox, oy)
+            if (x0, y0, rw, rh) != (0, 0, w, h):
+                write_pixels(new, 0, 0, w, h, read_pixels(layer, 0, 0, w, h))
+            write_pixels(new, x0, y0, rw, rh, pixels)
+            if mask is not None:
+                lm = new.create_mask(Gimp.AddMaskType.BLACK)
+                new.add_mask(lm)
+                write_pixels(lm, x0, y0, rw, rh, mask, MASK)
+    finally:
+        image.undo_group_end()
+    Gimp.displays_flush()
+
+
+def texture(procedure, image, drawables, config, spec, engine):
+    params = _params(config, spec, PROC_TEXTURE)
+    style_name, style_params, style_arrays = _style(config)
+    params.update(style_params)
+    if Gimp.Selection.is_empty(image):
+        x0, y0, w, h, mask = 0, 0, image.get_width(), image.get_height(), None
+    else:
+        _, _, x0, y0, x1, y1 = Gimp.Selection.bounds(image)
+        w, h = x1 - x0, y1 - y0
+        mask = read_pixels(image.get_selection(), x0, y0, w, h, MASK, Gegl.AbyssPolicy.NONE)
+    progress = _Progress("Neural Texture", 1)
+    progress.start(0, "texture")
+    t0 = time.monotonic()
+    header, out = engine.call("texture", dict(params, shape=[h, w]), style_arrays, progress)
+    _log_timing(PROC_TEXTURE, engine, {"wall_s": time.monotonic() - t0})
+    px = out.get("image")
+    if px is None or list(px[0]) != [h, w, 4]:
+        raise UserError("The NST engine returned a texture of the wrong shape. %s" % INSTALL_HINT)
+    check_floats(bridge.protocol.to_native(px[1]), h * w * 16, "the texture")
+    above = drawables[0] if drawables and drawables[0].is_layer() and not drawables[0].is_layer_mask() else None
+    image.undo_group_start()
+    try:
+        new = _new_layer(image, "Texture: %s" % style_name, w, h, params.get("opacity", 100.0),
+                         _layer_mode(spec, params.get("layer_mode", "normal")))
+        if above is not None:
+            image.insert_layer(new, above.get_parent(), image.get_item_position(above))
+        else:
+            image.insert_layer(new, None, 0)
+        new.set_offsets(x0, y0)
+        write_pixels(new, 0, 0, w, h, px[1])
+        if mask is not None:
+            lm = new.create_mask(Gimp.AddMaskType.BLACK)
+            new.add_mask(lm)
+            write_pixels(lm, 0, 0, w, h, mask, MASK)
+    finally:
+        image.undo_group_end()
+    Gimp.displays_flush()
+
+
+if __name__ == "__main__":
+    Gimp.main(NeuralStyle.__gtype__, sys.argv)

@@ -1,0 +1,244 @@
+"""The plug-in in a real GIMP 3 (Debian trixie chroot, gimp-console), driven through the PDB.
+
+One GIMP process runs every check (tests/gimp/driver.py) against the plug-in installed by
+``nst_engine.gimp_install`` and the real engine; the tests below assert on what it recorded.
+The chroot is built on first use (root and network needed, ~2 minutes, ~950 MB in
+``.gimp-chroot/``). In CI a skip would hide a broken plug-in, so a missing prerequisite is a
+failure; set NST_SKIP_GIMP=1 to skip on a machine that cannot run it.
+
+    sudo .venv/bin/python -m pytest -m gimp tests/test_gimp.py
+"""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE / "gimp"))
+import gimpchroot  # noqa: E402
+
+pytestmark = pytest.mark.gimp
+GIMP_TIMEOUT = 300
+OUT_INSIDE = "/nst-out"
+PLUGIN_INSIDE = f"{OUT_INSIDE}/config/GIMP/3.0/plug-ins/nst-gimp"
+
+
+def _prerequisites() -> None:
+    if os.environ.get("NST_SKIP_GIMP") == "1":
+        pytest.skip("NST_SKIP_GIMP=1")
+    if sys.platform != "linux" or os.geteuid() != 0:
+        pytest.fail("the GIMP tests need Linux and root (debootstrap, chroot); run as root or set NST_SKIP_GIMP=1")
+
+
+def _stop_server(state_dir: Path) -> None:
+    try:
+        pid = json.loads((state_dir / "server.json").read_text())["pid"]
+        os.kill(pid, signal.SIGTERM)
+    except (OSError, ValueError, KeyError):
+        pass
+
+
+@pytest.fixture(scope="session")
+def gimp(tmp_path_factory):
+    """Run the driver in GIMP once; returns its results (dict of check name → what it saw)."""
+    _prerequisites()
+    from PIL import Image
+
+    from nst_engine import gimp_install
+
+    t0 = time.monotonic()
+    root = gimpchroot.build()
+    build_s = time.monotonic() - t0
+    out = tmp_path_factory.mktemp("gimp")
+    os.chmod(out, 0o755)
+    # A style image file for style-file (diagonal stripes).
+    px = [((200, 40, 40) if ((x + y) // 4) % 2 else (30, 30, 200)) for y in range(32) for x in range(32)]
+    im = Image.new("RGB", (32, 32))
+    im.putdata(px)
+    im.save(out / "style.png")
+    gimp_install.install(out / "config" / "GIMP" / "3.0", sys.executable)
+    env = {
+        "HOME": f"{OUT_INSIDE}/home", "XDG_CONFIG_HOME": f"{OUT_INSIDE}/config",
+        "NST_BRIDGE_STATE_DIR": f"{OUT_INSIDE}/state", "NST_GIMP_TIMING_LOG": f"{OUT_INSIDE}/timing.jsonl",
+        "NST_TEST_OUT": OUT_INSIDE, "NST_TEST_PLUGIN_DIR": PLUGIN_INSIDE, "LANG": "C.UTF-8",
+        "PATH": "/usr/sbin:/usr/bin:/sbin:/bin",
+    }
+    driver = HERE / "gimp" / "driver.py"
+    cmd = ["env", "-i", *(f"{k}={v}" for k, v in env.items()), "gimp-console-3.0", "-i", "-d", "-f", "--quit",
+           "--batch-interpreter=python-fu-eval", "-b", f"exec(open({str(driver)!r}).read())"]
+    t1 = time.monotonic()
+    try:
+        proc = gimpchroot.run(cmd, root=root, extra_binds=[(str(out), OUT_INSIDE, False)],
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=GIMP_TIMEOUT)
+        log = proc.stdout.decode("utf-8", "replace")
+    except subprocess.TimeoutExpired as e:
+        log = (e.stdout or b"").decode("utf-8", "replace") + f"\n[test] GIMP timed out after {GIMP_TIMEOUT} s"
+    finally:
+        _stop_server(out / "state")
+    gimp_s = time.monotonic() - t1
+    (out / "gimp.log").write_text(log)
+    try:
+        results = json.loads((out / "results.json").read_text())
+    except (OSError, ValueError):
+        pytest.fail(f"the GIMP driver wrote no results; GIMP output:\n{log[-4000:]}")
+    results["_meta"] = {"build_s": build_s, "gimp_s": gimp_s, "out": str(out), "log_tail": log[-3000:]}
+    server_log = out / "state" / "server.log"
+    results["_meta"]["server_log"] = server_log.read_text() if server_log.exists() else ""
+    print(f"\n[gimp] chroot ready in {build_s:.1f} s; GIMP session with all checks {gimp_s:.1f} s; output in {out}")
+    for name, r in results.items():
+        if isinstance(r, dict) and "check_s" in r:
+            print(f"[gimp]   {name}: {r['check_s']:.2f} s")
+    return results
+
+
+def _check(gimp, name):
+    r = gimp.get(name)
+    assert r is not None, f"check {name} did not run; GIMP output:\n{gimp['_meta']['log_tail']}"
+    assert "exception" not in r, r["exception"]
+    return r
+
+
+def _ok_one_layer(r, size, offsets):
+    assert r["status"] == "success", r.get("message")
+    assert len(r["new_layers"]) == 1, r
+    new = r["new_layers"][0]
+    assert new["size"] == list(size) and new["offsets"] == list(offsets)
+    assert new["name"] == "Stripes (iterative)"
+    assert r["source_unchanged"]
+    return new
+
+
+def test_whole_layer(gimp):
+    r = _check(gimp, "whole_layer_cold")
+    new = _ok_one_layer(r, (64, 48), (0, 0))
+    assert r["above_source"]
+    assert r["diff_new_vs_source"]["mean"] > 0.01  # it did something
+    assert new["mode"] == "overlay" and abs(new["opacity"] - 80.0) < 1e-6
+    assert not new["has_mask"]  # no selection, no mask
+
+
+def test_second_call_is_warm(gimp):
+    cold = _check(gimp, "whole_layer_cold")["timing"][0]
+    warm = _check(gimp, "whole_layer_warm")["timing"][0]
+    print(f"\n[gimp] first call: {cold['wall_s']:.2f} s (server started: {cold['spawned']}, "
+          f"connect {cold['connect_s']:.2f} s, waited for engine load {cold['server']['wait_s']:.2f} s, "
+          f"engine {cold['server']['engine_s']:.2f} s)")
+    print(f"[gimp] second call: {warm['wall_s']:.2f} s (server started: {warm['spawned']}, "
+          f"connect {warm['connect_s']:.3f} s, waited {warm['server']['wait_s']:.3f} s, "
+          f"engine {warm['server']['engine_s']:.2f} s)")
+    assert cold["spawned"] and not warm["spawned"]
+    assert warm["server_pid"] == cold["server_pid"]
+    # start-up = finding/starting the server + waiting for it to load the engine
+    cold_startup = cold["connect_s"] + cold["server"]["wait_s"]
+    warm_startup = warm["connect_s"] + warm["server"]["wait_s"]
+    print(f"[gimp] start-up cost: first call {cold_startup:.2f} s, second call {warm_startup:.3f} s")
+    assert warm_startup < 0.5 and warm_startup < cold_startup
+
+
+def test_selection_only_changes_inside(gimp):
+    r = _check(gimp, "selection")
+    assert r["status"] == "success", r.get("message")
+    assert len(r["new_layers"]) == 1 and r["new_layers"][0]["has_mask"]
+    assert r["n_outside"] > 500 and r["n_inside"] > 300
+    assert r["outside_max_diff"] == 0.0  # pixels outside the selection equal the original
+    assert r["inside_mean_diff"] > 0.01
+    assert r["mask_outside_max"] == 0.0 and r["mask_inside_min"] > 0.0
+    assert r["source_unchanged"]
+
+
+def test_grayscale_image(gimp):
+    r = _check(gimp, "grayscale")
+    new = _ok_one_layer(r, (48, 40), (0, 0))
+    assert r["image_is_gray"] and new["is_gray"]
+    assert r["diff_new_vs_source"]["mean"] > 0.005
+
+
+def test_high_bit_depth(gimp):
+    r = _check(gimp, "high_bit_depth")
+    _ok_one_layer(r, (48, 40), (0, 0))
+    assert r["precision"] == "u16-non-linear"
+    assert r["off_8bit_grid_fraction"] > 0.5  # written at 16 bit, not through 8 bit
+
+
+def test_offsets_and_alpha(gimp):
+    r = _check(gimp, "offsets_alpha")
+    new = _ok_one_layer(r, (40, 30), (-10, 12))
+    assert new["has_alpha"] and r["above_source"]
+    assert r["alpha_max_diff"] < 1e-3  # the source's alpha is kept
+    assert r["diff_new_vs_source"]["mean"] > 0.01
+
+
+def test_layer_larger_than_canvas(gimp):
+    r = _check(gimp, "larger_than_canvas")
+    _ok_one_layer(r, (80, 60), (-16, -10))
+    assert r["diff_new_vs_source"]["mean"] > 0.01
+
+
+def test_style_file_and_two_layers(gimp):
+    r = _check(gimp, "style_file_two_layers")
+    assert r["status"] == "success", r.get("message")
+    assert [l["name"] for l in r["new_layers"]] == ["style (iterative)", "style (iterative) #1"] or \
+        len(r["new_layers"]) == 2
+    # each new layer sits right above its source: b' b a' a
+    assert [n.split(" #")[0] for n in r["position"]] == ["style (iterative)", "b", "style (iterative)", "a"]
+    assert sorted(tuple(l["offsets"]) for l in r["new_layers"]) == [(0, 0), (4, 2)]
+
+
+def test_texture(gimp):
+    r = _check(gimp, "texture")
+    assert r["status"] == "success", r.get("message")
+    assert len(r["new_layers"]) == 1 and r["new_layers"][0]["size"] == [56, 40]
+
+
+def test_texture_in_selection(gimp):
+    r = _check(gimp, "texture_selection")
+    assert r["status"] == "success", r.get("message")
+    x1, y1, x2, y2 = r["bounds"]
+    new = r["new_layers"][0]
+    assert new["size"] == [x2 - x1, y2 - y1] and new["offsets"] == [x1, y1] and new["has_mask"]
+    assert new["name"] == "Texture: style"
+
+
+def test_indexed_image_is_refused_clearly(gimp):
+    r = _check(gimp, "indexed")
+    assert r["status"] == "execution-error" and "indexed" in r["message"] and not r["new_layers"]
+
+
+def test_model_method_reports_engine_message(gimp):
+    r = _check(gimp, "model_method")
+    assert r["status"] == "execution-error" and "feed-forward" in r["message"] and not r["new_layers"]
+
+
+def test_cancel_stops_engine_and_leaves_image(gimp):
+    r = _check(gimp, "cancel")
+    assert r.get("killed_plugin_pids"), r
+    assert r["status"] != "success" and not r["new_layers"]
+    assert r["source_unchanged"] and r["layers_unchanged"]
+    assert r["engine_stop_s"] is not None and r["engine_stop_s"] < 5.0, r
+    print(f"\n[gimp] engine stopped {r['engine_stop_s']:.2f} s after the plug-in was killed")
+
+
+def test_engine_killed_mid_run(gimp):
+    r = _check(gimp, "engine_killed")
+    assert r.get("killed_engine_pid"), r
+    assert r["status"] == "execution-error" and "stopped unexpectedly" in r["message"], r
+    assert not r["new_layers"] and r["source_unchanged"] and r["layers_unchanged"]
+
+
+@pytest.mark.parametrize("name,text", [("config_missing", "gimp-install"), ("engine_python_missing", "not found")])
+def test_broken_engine_config(gimp, name, text):
+    r = _check(gimp, name)
+    assert r["status"] == "execution-error" and text in r["message"], r
+    assert "gimp-install" in r["message"]
+    assert not r["new_layers"] and r["source_unchanged"]
+
+
+def test_driver_finished(gimp):
+    assert gimp.get("done"), gimp["_meta"]["log_tail"]
