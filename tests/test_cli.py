@@ -143,3 +143,28 @@ def test_help_and_usage_errors(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["stylize"]) == 2
     assert main([]) == 2
     assert main(["stylize", "a.png", "b.png", "-o", "x.png", "--optimizer", "sgd"]) == 2
+
+
+def test_torchvision_weights_need_cache_or_permission(images: tuple[Path, Path], tmp_path: Path,
+                                                      monkeypatch: pytest.MonkeyPatch,
+                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch-home"))
+    c, s = images
+    code, err = _run_err(["stylize", str(c), str(s), "-o", str(tmp_path / "o.png"), "--weights", "torchvision"], capsys)
+    assert code == 2 and "--allow-download" in err, err
+
+
+def test_torchvision_layout_file_loads_with_its_own_preprocessing(tmp_path: Path) -> None:
+    from nst_engine.encoders.weights import EXPECTED_SHAPES, _TV_CONV_INDEX, load_weights
+    from nst_engine.encoders.vgg import CONV_NAMES
+
+    gen = torch.Generator().manual_seed(0)
+    state = {}
+    for name, idx in zip(CONV_NAMES, _TV_CONV_INDEX):
+        state[f"features.{idx}.weight"] = torch.randn(EXPECTED_SHAPES[f"{name}.weight"], generator=gen) * 0.01
+        state[f"features.{idx}.bias"] = torch.zeros(EXPECTED_SHAPES[f"{name}.bias"])
+    path = tmp_path / "tv.pth"
+    torch.save(state, path)
+    w = load_weights(str(path), "relu3_1")
+    assert w.preprocess == "torchvision" and "conv3_1.weight" in w.state and "conv4_1.weight" not in w.state
+    torch.testing.assert_close(w.state["conv2_1.weight"], state["features.5.weight"])
