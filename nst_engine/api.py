@@ -100,13 +100,24 @@ def _encoder(cfg: StyleConfig, layers: Sequence[str], device: torch.device) -> V
 
 def _run(
     x0: torch.Tensor, objective: Objective, cfg: StyleConfig, device: torch.device, stage: str,
-    callback: ProgressCallback | None, stop: StopFlag | None,
+    callback: ProgressCallback | None, stop: StopFlag | None, history: int,
 ) -> StyleResult:
     r: OptimizeResult = optimize(
         x0, objective, steps=cfg.steps, optimizer=cfg.optimizer, lr=cfg.lr, stage=stage,
-        callback=callback, stop=stop, save_every=cfg.save_every,
+        callback=callback, stop=stop, save_every=cfg.save_every, history=history,
     )
     return StyleResult(to_numpy(r.image), r.loss, r.losses, r.history, r.steps, r.stopped, r.seconds, str(device))
+
+
+def _single_scale_history(shape: tuple[int, int], layers: Sequence[str], cfg: StyleConfig,
+                          device: torch.device) -> int:
+    """The planner's memory check for one scale (before any work); the L-BFGS history to use."""
+    try:
+        (sc,) = make_plan(shape, max(shape), cfg.steps, deepest(layers), device, scales=(max(shape),),
+                          max_memory_gib=cfg.max_memory)
+    except InputError as e:
+        raise InputError("size", cfg.size, e.reason) from None
+    return sc.history
 
 
 def _setup(config: StyleConfig | None) -> tuple[StyleConfig, torch.device, torch.Generator]:
@@ -219,12 +230,13 @@ def reconstruct(
     layer = resolve_layer(layer, "layer")
     a = check_array(image, "image")
     shape = fit_long_side(*a.shape[:2], cfg.size)
+    history = _single_scale_history(shape, [layer], cfg, device)
     target = to_tensor(a, shape, device)
     encoder = _encoder(cfg, [layer], device)
     objective = Objective(encoder, content=content_terms(encoder, target, [layer], (), 1.0))
     init = "noise" if cfg.init in ("content", "style") else cfg.init
     x0 = _init_image(cfg.replace(init=init), shape, None, None, gen, device)
-    return _run(x0, objective, cfg, device, f"reconstruct {layer}", callback, stop)
+    return _run(x0, objective, cfg, device, f"reconstruct {layer}", callback, stop, history)
 
 
 def texture(
@@ -251,17 +263,17 @@ def texture(
         out_shape = (int(shape[0]), int(shape[1]))
     else:
         out_shape = fit_long_side(*style_a[0].shape[:2], cfg.size)
+    hist_layers = cfg.histogram_layers if cfg.histogram_weight > 0 else ()
+    history = _single_scale_history(out_shape, [*cfg.style_layers, *hist_layers], cfg, device)
     style_size = max(1, round(cfg.size * cfg.style_scale))
     style_t = [to_tensor(s, fit_long_side(*s.shape[:2], style_size), device) for s in style_a]
-    hist_layers = cfg.histogram_layers if cfg.histogram_weight > 0 else ()
     encoder = _encoder(cfg, [*cfg.style_layers, *hist_layers], device)
     terms = style_terms(encoder, style_t, cfg.style_blend, cfg.style_layers, cfg.style_layer_weights, 1.0)
     terms += histogram_terms(encoder, style_t[0], hist_layers, cfg.histogram_weight)
     objective = Objective(encoder, style=terms, tv_weight=cfg.tv_weight)
     init = "noise" if cfg.init == "content" else cfg.init
     x0 = _init_image(cfg.replace(init=init), out_shape, None, style_t[0], gen, device)
-    return _run(x0, objective, cfg, device, "texture", callback, stop)
-
+    return _run(x0, objective, cfg, device, "texture", callback, stop, history)
 
 
 def stylize_selection(

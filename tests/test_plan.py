@@ -41,3 +41,12 @@ def test_coarse_to_fine_runs_each_scale(content96: np.ndarray, style96: np.ndarr
     assert stages[0].startswith("stylize 24x24 (1/2)") and stages[-1].startswith("stylize 48x48 (2/2)")
     with pytest.raises(InputError, match="--size"):
         stylize(content96, [style96], StyleConfig(size=4000, steps=1, max_memory=0.5))
+
+
+def test_texture_and_reconstruct_check_memory_before_work(style96: np.ndarray) -> None:
+    from nst_engine import reconstruct, texture
+
+    with pytest.raises(InputError, match=r"size=8000.*--size \d+ fits"):
+        texture(style96, StyleConfig(size=8000, steps=1, max_memory=1))
+    with pytest.raises(InputError, match="size=8000"):
+        reconstruct(style96, "relu2_1", StyleConfig(size=8000, steps=1, max_memory=1))
