@@ -51,8 +51,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import cv2  # noqa: E402
 import scipy  # noqa: E402
 
-from nst_engine.compositing._laplacian import laplacian_matrix  # noqa: E402
-from nst_engine.compositing.poisson import _finish, _setup, poisson_blend, poisson_blend_report  # noqa: E402
+from nst_engine.compositing._laplacian import direct_solver, laplacian_matrix  # noqa: E402
+from nst_engine.compositing.poisson import _setup, poisson_blend  # noqa: E402
 
 MARGIN = 64  # px of target around the region's bounding box
 KERNEL = np.ones((3, 3), np.uint8)
@@ -95,24 +95,28 @@ def opencv_alignment(region: np.ndarray) -> tuple[np.ndarray, tuple[int, int], n
 
 
 def reference(source: np.ndarray, target: np.ndarray, omega: np.ndarray, mode: str, kind: str) -> np.ndarray:
-    """Float64 solution (0..1) of the same system by SuperLU or by PyAMG-preconditioned CG."""
-    s, t = source / 255.0, target / 255.0
-    if kind == "spsolve":
-        return poisson_blend_report(s, t, omega, mode=mode, solver="direct").image
+    """Pérez's exact solution in float64 (0..255) on the pixels of `omega`, shape (C, N), solved
+    by SuperLU or by PyAMG-preconditioned CG; one channel at a time, one factorisation/hierarchy."""
     import pyamg
 
-    pb = _setup(s, t, omega, mode, (0, 0), np.float64)
-    A, _ = laplacian_matrix(pb.omega, pb.degrees())
-    A = A.tocsr()
-    ml = pyamg.ruge_stuben_solver(A)
-    x = np.zeros_like(pb.T)
-    for c in range(x.shape[0]):
-        b = pb.r[c][pb.omega]
-        sol = ml.solve(b, tol=1e-12, accel="cg", maxiter=500)
-        rel = np.linalg.norm(A @ sol - b) / np.linalg.norm(b)
-        assert rel < 1e-10, f"AMG reference did not converge: {rel:.1e}"
-        x[c][pb.omega] = sol
-    return _finish(pb, x, [0] * x.shape[0]).image
+    solve, out = None, []
+    for c in range(source.shape[2]):
+        pb = _setup(source[:, :, c] / 255.0, target[:, :, c] / 255.0, omega, mode, (0, 0), np.float64)
+        if solve is None:
+            A = laplacian_matrix(pb.omega, pb.degrees())[0]
+            if kind == "spsolve":
+                solve = direct_solver(pb.omega, pb.degrees())
+            else:
+                A = A.tocsr()
+                ml = pyamg.ruge_stuben_solver(A)
+                solve = lambda b, ml=ml: ml.solve(b, tol=1e-12, accel="cg", maxiter=500)  # noqa: E731
+        b = pb.r[0][pb.omega]
+        x = solve(b)
+        rel = np.linalg.norm(A @ x - b) / np.linalg.norm(b)
+        assert rel < 1e-10, f"reference solve did not converge: {rel:.1e}"
+        out.append((pb.f0[0][pb.omega] + x) * 255.0)
+        del pb
+    return np.stack(out)
 
 
 def _fwd(a: np.ndarray, axis: int) -> np.ndarray:
@@ -133,8 +137,10 @@ def _bwd(a: np.ndarray, axis: int) -> np.ndarray:
     return np.moveaxis(g, 0, axis)
 
 
-def opencv_reference(source: np.ndarray, target: np.ndarray, mask_cv: np.ndarray, mode: str) -> np.ndarray:
-    """The exact (float64, 0..255) solution of the problem OpenCV's seamlessClone discretises.
+def opencv_reference(source: np.ndarray, target: np.ndarray, mask_cv: np.ndarray, mode: str,
+                     omega: np.ndarray) -> np.ndarray:
+    """The exact (float64, 0..255) solution of the problem OpenCV's seamlessClone discretises, on
+    the pixels of `omega`, shape (C, N).
 
     Same ROI, eroded mask, masked patch, gradient and divergence stencils as
     seamless_cloning_impl.cpp; then the 5-point Poisson equation on the ROI interior with the
@@ -146,30 +152,31 @@ def opencv_reference(source: np.ndarray, target: np.ndarray, mask_cv: np.ndarray
     work[[0, -1], :] = 0
     work[:, [0, -1]] = 0
     x, y, w, h = cv2.boundingRect(work)
-    m = work[y : y + h, x : x + w]
-    me = (cv2.erode(work, KERNEL, iterations=3)[y : y + h, x : x + w] > 0).astype(np.float64)[:, :, None]
-    D = target[y : y + h, x : x + w].astype(np.float64)
-    P = np.where(m[:, :, None] > 0, source[y : y + h, x : x + w], 0).astype(np.float64)
-    gxp, gyp, gxd, gyd = _fwd(P, 1), _fwd(P, 0), _fwd(D, 1), _fwd(D, 0)
-    if mode == "mixed":  # OpenCV compares |gx - gy| of patch and destination (sic)
-        take_p = np.abs(gxp - gyp) > np.abs(gxd - gyd)
-        gxp, gyp = np.where(take_p, gxp, gxd), np.where(take_p, gyp, gyd)
-    gx = gxp * me + gxd * (1.0 - me)
-    gy = gyp * me + gyd * (1.0 - me)
-    lap = _bwd(gx, 1) + _bwd(gy, 0)
-    # interior: 4 u_p - sum_{interior q} u_q = -lap_p + sum_{ring q} D_q
-    rhs = -lap[1:-1, 1:-1]
-    rhs[0] += D[0, 1:-1]
-    rhs[-1] += D[-1, 1:-1]
-    rhs[:, 0] += D[1:-1, 0]
-    rhs[:, -1] += D[1:-1, -1]
-    n, k = rhs.shape[:2]
+    m = work[y : y + h, x : x + w] > 0
+    me = (cv2.erode(work, KERNEL, iterations=3)[y : y + h, x : x + w] > 0).astype(np.float64)
+    n, k = h - 2, w - 2
     eig = (4.0 - 2.0 * np.cos(np.pi * np.arange(1, n + 1) / (n + 1))[:, None]
            - 2.0 * np.cos(np.pi * np.arange(1, k + 1) / (k + 1))[None, :])
-    u = dstn(dstn(rhs, type=1, axes=(0, 1), norm="ortho") / eig[:, :, None], type=1, axes=(0, 1), norm="ortho")
-    out = target.astype(np.float64)
-    out[y + 1 : y + h - 1, x + 1 : x + w - 1] = u
-    return out
+    om_roi = omega[y + 1 : y + h - 1, x + 1 : x + w - 1]
+    out = []
+    for c in range(source.shape[2]):
+        D = target[y : y + h, x : x + w, c].astype(np.float64)
+        P = np.where(m, source[y : y + h, x : x + w, c], 0).astype(np.float64)
+        gxp, gyp, gxd, gyd = _fwd(P, 1), _fwd(P, 0), _fwd(D, 1), _fwd(D, 0)
+        if mode == "mixed":  # OpenCV compares |gx - gy| of patch and destination (sic)
+            take_p = np.abs(gxp - gyp) > np.abs(gxd - gyd)
+            gxp, gyp = np.where(take_p, gxp, gxd), np.where(take_p, gyp, gyd)
+        lap = _bwd(gxp * me + gxd * (1.0 - me), 1) + _bwd(gyp * me + gyd * (1.0 - me), 0)
+        del gxp, gyp, gxd, gyd, P
+        # interior: 4 u_p - sum_{interior q} u_q = -lap_p + sum_{ring q} D_q
+        rhs = -lap[1:-1, 1:-1]
+        rhs[0] += D[0, 1:-1]
+        rhs[-1] += D[-1, 1:-1]
+        rhs[:, 0] += D[1:-1, 0]
+        rhs[:, -1] += D[1:-1, -1]
+        u = dstn(dstn(rhs, type=1, norm="ortho") / eig, type=1, norm="ortho")
+        out.append(np.clip(u[om_roi], 0, 255))
+    return np.stack(out)
 
 
 def interleaved(fns: list, repeat: int) -> list[tuple[float, float, np.ndarray]]:
@@ -214,25 +221,27 @@ def main() -> None:
             [lambda s=source, t=target, o=omega: poisson_blend(s, t, o, mode=args.mode),
              lambda s=source, t=target, ms=masks, c=p: cv2.seamlessClone(s, t, ms.pop(), c, flag)], args.repeat)
         assert np.array_equal(ours[~omega], target[~omega])
+        ours_px, cv_px = ours[omega].T.astype(np.float64), cv[omega].T.astype(np.float64)
         # the solver's own error: float output at the tolerance the uint8 run used
         ours_f = poisson_blend(source / np.float32(255), target / np.float32(255), omega, mode=args.mode, rtol=1e-4)
-        cv_exact = np.clip(opencv_reference(source, target, mask_cv, args.mode), 0, 255)
-        e_cv = np.abs(cv.astype(np.float64) - cv_exact)[omega]
+        ours_f = ours_f[omega].T.astype(np.float64) * 255.0
+        e_cv = np.abs(cv_px - opencv_reference(source, target, mask_cv, args.mode, omega))
         kind = args.reference
         if kind == "auto":
             kind = "spsolve" if omega.sum() <= 1.5e6 else "amg"
         cells = ["-", f"{e_cv.max():.2f} / {e_cv.mean():.3f}", "-", "-"]
         if kind != "none":
-            ref = reference(source, target, omega, args.mode, kind) * 255.0
+            ref = reference(source, target, omega, args.mode, kind)
             if not checked and kind == "spsolve" and args.reference == "auto":
-                diff = np.abs(reference(source, target, omega, args.mode, "amg") * 255.0 - ref).max()
+                diff = np.abs(reference(source, target, omega, args.mode, "amg") - ref).max()
                 print(f"<!-- AMG and SuperLU references agree to {diff:.1e} levels at {mp:g} MP -->")
                 checked = True
-            e_ours = np.abs(ours.astype(np.float64) - np.clip(ref, 0, 255))[omega]
-            e_float = np.abs(ours_f.astype(np.float64) * 255.0 - ref)[omega]
-            e_sem = np.abs(cv.astype(np.float64) - np.clip(ref, 0, 255))[omega]
+            e_ours = np.abs(ours_px - np.clip(ref, 0, 255))
+            e_float = np.abs(ours_f - ref)
+            e_sem = np.abs(cv_px - np.clip(ref, 0, 255))
             cells = [f"{e_ours.max():.2f} / {e_ours.mean():.3f}", cells[1], f"{e_float.max():.4f}",
                      f"{e_sem.max():.1f} / {e_sem.mean():.2f}"]
+            del ref
         outside = np.abs(cv.astype(np.int16) - target.astype(np.int16))[~omega].max()
         side = region.shape[0]
         times = f"{t_ours:.2f} ({c_ours:.2f}) | {t_cv:.2f} ({c_cv:.2f}) | {t_cv / t_ours:.2f}"

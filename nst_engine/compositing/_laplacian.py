@@ -32,9 +32,9 @@ def laplacian_matrix(omega: np.ndarray, d: np.ndarray) -> tuple[sp.csc_matrix, n
     Returns the CSC matrix and the map pixel -> unknown index (-1 outside Omega).
     """
     h, w = omega.shape
-    index = np.full((h, w), -1, dtype=np.int64)
+    index = np.full((h, w), -1, dtype=np.int32 if omega.size < 2**31 else np.int64)
     n = int(omega.sum())
-    index[omega] = np.arange(n)
+    index[omega] = np.arange(n, dtype=index.dtype)
     rows, cols, vals = [index[omega]], [index[omega]], [d[omega].astype(np.float64)]
     for a, b in ((index[:, :-1], index[:, 1:]), (index[:-1, :], index[1:, :])):  # horizontal, vertical pairs
         both = (a >= 0) & (b >= 0)

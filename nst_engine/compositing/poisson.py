@@ -86,6 +86,22 @@ def to_unit_float(image: np.ndarray, name: str) -> np.ndarray:
     raise InputError(name, f"array {a.shape} {a.dtype}", "dtype must be uint8, uint16 or float")
 
 
+def _planes(image: np.ndarray, channels: int, work: type, name: str) -> np.ndarray:
+    """The first `channels` channels of an HxWxC image as (channels, H, W) in 0..1, dtype `work`."""
+    out = np.empty((channels, *image.shape[:2]), dtype=work)
+    for k in range(channels):
+        plane = image[:, :, k]
+        if image.dtype in _INT_MAX:
+            np.multiply(plane, work(1.0 / _INT_MAX[image.dtype]), out=out[k])
+        elif image.dtype.kind == "f":
+            out[k] = plane
+        else:
+            raise InputError(name, f"array {image.shape} {image.dtype}", "dtype must be uint8, uint16 or float")
+    if image.dtype.kind == "f" and not np.isfinite(out).all():
+        raise InputError(name, f"array {image.shape} {image.dtype}", "contains NaN or infinity")
+    return out
+
+
 def _from_unit_float(a: np.ndarray, dtype: np.dtype) -> np.ndarray:
     if dtype in _INT_MAX:
         return np.clip(np.rint(a * _INT_MAX[dtype]), 0, _INT_MAX[dtype]).astype(dtype)
@@ -186,27 +202,38 @@ def _setup(source: np.ndarray, target: np.ndarray, mask: np.ndarray, mode: str, 
 
     t_img = target if target.ndim == 3 else target[:, :, None]
     s_img = source if source.ndim == 3 else source[:, :, None]
-    T = np.moveaxis(to_unit_float(t_img[y0:y1, x0:x1, :ct], "target"), 2, 0).astype(work)
+    T = _planes(t_img[y0:y1, x0:x1], ct, work, "target")
     # the source on the rectangle, its edge pixels replicated where it does not reach
-    si = np.clip(np.arange(y0, y1) - oy, 0, h - 1)
-    sj = np.clip(np.arange(x0, x1) - ox, 0, w - 1)
-    S = np.moveaxis(to_unit_float(s_img[si[:, None], sj[None, :], :cs], "source"), 2, 0).astype(work)
+    sr0, sr1, sc0, sc1 = max(0, y0 - oy), min(h, y1 - oy), max(0, x0 - ox), min(w, x1 - ox)
+    S = _planes(s_img[sr0:sr1, sc0:sc1], cs, work, "source")
+    pads = ((0, 0), (sr0 - (y0 - oy), (y1 - oy) - sr1), (sc0 - (x0 - ox), (x1 - ox) - sc1))
+    if any(p for pair in pads for p in pair):
+        S = np.pad(S, pads, mode="edge")
 
     # right-hand side of the correction x = f - f0, f0 = source on Omega and target elsewhere:
     # r_p = sum_{q in N_p} (v_pq - (f0_p - f0_q)), which is eq. 7 with f0 moved to the right
     f0 = np.where(omega, S, T)
     r = np.zeros_like(T)
-    for axis in (1, 2):
-        a, b = [slice(None)] * 3, [slice(None)] * 3
-        a[axis], b[axis] = slice(None, -1), slice(1, None)
-        a, b = tuple(a), tuple(b)
-        v = S[a] - S[b]
-        if mode == "mixed":
+    if mode == "seamless":
+        # v_pq = S_p - S_q, so the terms cancel except across the boundary:
+        # r_p = sum over neighbours q outside Omega of (T_q - S_q)
+        D = np.subtract(T, S, out=S)
+        D *= ~omega
+        r[:, :-1] += D[:, 1:]
+        r[:, 1:] += D[:, :-1]
+        r[:, :, :-1] += D[:, :, 1:]
+        r[:, :, 1:] += D[:, :, :-1]
+    else:
+        for axis in (1, 2):
+            a, b = [slice(None)] * 3, [slice(None)] * 3
+            a[axis], b[axis] = slice(None, -1), slice(1, None)
+            a, b = tuple(a), tuple(b)
+            v = S[a] - S[b]
             dt = T[a] - T[b]
-            v = np.where(np.abs(dt) > np.abs(v), dt, v)
-        g = v - (f0[a] - f0[b])
-        r[a] += g
-        r[b] -= g
+            v = np.where(np.abs(dt) > np.abs(v), dt, v)  # mixed: the stronger gradient (eq. 13)
+            g = v - (f0[a] - f0[b])
+            r[a] += g
+            r[b] -= g
     r *= omega
     return _Problem(target, (x0, y0, x1, y1), neumann, m, omega, singular, T, f0, r)
 
@@ -220,13 +247,13 @@ def _finish(pb: _Problem, x: np.ndarray, iterations: list[int]) -> BlendReport:
         shift = pb.T.mean(axis=(1, 2), dtype=np.float64) - f.mean(axis=(1, 2), dtype=np.float64)
         f += shift.astype(f.dtype)[:, None, None]
         note = "mask covers the whole target: no boundary to match, kept the target's mean per channel"
-    new = pb.T + pb.m * (f - pb.T)  # soft masks: alpha-blend the solution over the target
     x0, y0, x1, y1 = pb.box
     out = pb.target.copy()
-    ct = pb.T.shape[0]
-    region = out[y0:y1, x0:x1] if out.ndim == 2 else out[y0:y1, x0:x1, :ct]
-    new_t = _from_unit_float(np.moveaxis(new, 0, 2), out.dtype)
-    region[pb.omega] = new_t[pb.omega] if out.ndim == 3 else new_t[pb.omega][:, 0]
+    soft = bool((pb.m[pb.omega] < 1).any())
+    for k in range(pb.T.shape[0]):
+        vals = pb.T[k] + pb.m * (f[k] - pb.T[k]) if soft else f[k]  # soft masks: alpha-blend
+        dst = out[y0:y1, x0:x1] if out.ndim == 2 else out[y0:y1, x0:x1, k]
+        np.copyto(dst, _from_unit_float(vals, out.dtype), where=pb.omega)
     return BlendReport(out, pb.box, int(pb.omega.sum()), iterations, note)
 
 
