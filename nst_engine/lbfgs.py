@@ -51,17 +51,19 @@ class LBFGS:
             self.count += 1
             n = min(self.count, self.m)
             order = [(self.count - 1 - k) % self.m for k in range(n)]  # newest first
-            q = -g
+            # Two-loop recursion, in place (one pass per update; 0-dim tensors as factors, so
+            # no host sync).
+            q = g.neg()
             alphas: list[torch.Tensor] = []
             for i in order:
                 a = self.rho[i] * torch.dot(self.S[i], q)
-                q = q - a * self.Y[i]
+                q.addcmul_(self.Y[i], a, value=-1.0)
                 alphas.append(a)
-            r = q * self.h_diag
+            r = q.mul_(self.h_diag)
             for i, a in zip(reversed(order), reversed(alphas)):
                 b = self.rho[i] * torch.dot(self.Y[i], r)
-                r = r + (a - b) * self.S[i]
-            step = r * self.lr
+                r.addcmul_(self.S[i], a - b)
+            step = r.mul_(self.lr)
         self.prev_g = g.clone()
         self.prev_step = step
         return step
