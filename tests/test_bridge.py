@@ -249,8 +249,8 @@ def test_real_server_second_call_is_warm(tmp_path, monkeypatch):
         assert second["connect_s"] < 0.5
         assert second["server_pid"] == first["server_pid"]
         # an engine error comes back as a message
-        with pytest.raises(client.BridgeError, match="feed-forward models"):
-            eng.call("stylize", dict(params, method="model"), arrays)
+        with pytest.raises(client.BridgeError, match="no such model"):
+            eng.call("stylize", dict(params, method="model", model="no-such-model"), arrays)
     finally:
         assert eng.shutdown()
 

@@ -29,7 +29,7 @@ def test_reconstruction_psnr_falls_with_depth(content96: np.ndarray) -> None:
     target = _target(content96, 96)
     psnr = {}
     for layer in LAYERS:
-        r = reconstruct(content96, layer, StyleConfig(size=96, steps=150, seed=0))
+        r = reconstruct(content96, layer, StyleConfig(size=96, steps=100, seed=0))
         assert r.history[-1] < r.history[0]
         psnr[layer] = peak_signal_noise_ratio(target, r.image, data_range=1.0)
     assert psnr["relu1_1"] >= 25.0, psnr
@@ -38,7 +38,7 @@ def test_reconstruction_psnr_falls_with_depth(content96: np.ndarray) -> None:
 
 
 def test_texture_cuts_gram_loss_and_is_not_a_copy(style96: np.ndarray) -> None:
-    cfg = StyleConfig(size=64, steps=120, seed=1)
+    cfg = StyleConfig(size=64, steps=80, seed=1)
     r = texture(style96, cfg)
     enc = get_encoder("caffe", "relu5_1", "max", torch.device("cpu"))
     style_t = to_tensor(style96, fit_long_side(*style96.shape[:2], 64), torch.device("cpu"))

@@ -213,7 +213,7 @@ def test_indexed_image_is_refused_clearly(gimp):
 
 def test_model_method_reports_engine_message(gimp):
     r = _check(gimp, "model_method")
-    assert r["status"] == "execution-error" and "feed-forward" in r["message"] and not r["new_layers"]
+    assert r["status"] == "execution-error" and "choose a model" in r["message"] and not r["new_layers"]
 
 
 def test_cancel_stops_engine_and_leaves_image(gimp):

@@ -137,31 +137,38 @@ def stylize(params: dict[str, Any], arrays: dict[str, tuple[list[int], bytearray
     if mask is not None and mask.shape != content.shape[:2]:
         raise InputError("mask", list(mask.shape), f"must match the image {list(content.shape[:2])}")
     method = str(_param(params, "method", "iterative"))
-    if method == "model":
-        raise InputError("method", "model", "feed-forward models are not available in this engine version yet; "
-                         "choose the method 'iterative'")
-    if method != "iterative":
+    if method not in ("iterative", "model"):
         raise InputError("method", method, "must be iterative or model")
+    model = str(_param(params, "model", "") or "")
+    if method == "model" and not model:
+        raise InputError("model", model, "choose a model: a shipped name or an .onnx file")
     composite = str(_param(params, "composite", "poisson"))
     if composite not in ("poisson", "feather", "none"):
         raise InputError("composite", composite, "must be poisson, feather or none")
     preserve = _preserve_colors(params)
     rgb = np.ascontiguousarray(content[..., :3])
     h, w = rgb.shape[:2]
-    style = _style(params, arrays)
-    if preserve == "histogram":  # Gatys et al. 2016 sec. 2: the style recoloured to the content's palette
+    style = _style(params, arrays) if method == "iterative" else None
+    if preserve == "histogram" and style is not None:  # Gatys et al. 2016 sec. 2: the style recoloured to the content's palette
         style = color.match_histogram_colors(style, rgb)
     scale = _scale(params, max(h, w))
     seen: dict[str, Any] = {}
 
     def stylize_fn(crop: np.ndarray) -> np.ndarray:
         ch, cw = crop.shape[:2]
-        cfg = _config(params, _processed_long(max(ch, cw), scale))
-        r = api.stylize(crop[..., :3], [style], cfg, callback=_progress_adapter(progress), stop=stop)
-        seen.update(steps=r.steps, seconds=r.seconds, device=r.device, loss=r.loss, processed=list(r.image.shape[:2]))
-        if r.stopped or stop.is_set():
-            raise Cancelled("stopped")
-        out = resize(r.image, (ch, cw))
+        if method == "model":  # feed-forward (Johnson et al.): full resolution, tiled, seconds
+            from ..models import stylize_model
+
+            out = stylize_model(crop[..., :3], model, callback=_progress_adapter(progress), stop=stop)
+            seen.update(method="model", model=model)
+        else:
+            cfg = _config(params, _processed_long(max(ch, cw), scale))
+            r = api.stylize(crop[..., :3], [style], cfg, callback=_progress_adapter(progress), stop=stop)
+            seen.update(steps=r.steps, seconds=r.seconds, device=r.device, loss=r.loss,
+                        processed=list(r.image.shape[:2]))
+            if r.stopped or stop.is_set():
+                raise Cancelled("stopped")
+            out = resize(r.image, (ch, cw))
         if preserve == "luminance":  # sec. 3: stylized luminance, the content's colours
             out = color.recolor(out, crop[..., :3])
         seen["stylized"] = out

@@ -16,6 +16,7 @@ from ..errors import InputError, NSTError
 COMMAND_MODULES: tuple[str, ...] = (
     "nst_engine.cli.optimizer",  # stylize, reconstruct, texture
     "nst_engine.cli.compose",  # blend, recolor
+    "nst_engine.cli.train",  # train (feed-forward models)
     "nst_engine.gimp_install",  # gimp-install
 )
 

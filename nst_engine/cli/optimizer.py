@@ -18,7 +18,11 @@ INPUT_HELP = "an image file, sample:NAME (scikit-image photo, e.g. sample:astron
 def register(sub: Any) -> None:
     p = sub.add_parser("stylize", help="style transfer (Gatys et al.)", description="Paint CONTENT in the style of STYLE.")
     p.add_argument("content", metavar="CONTENT", help=INPUT_HELP)
-    p.add_argument("styles", metavar="STYLE", nargs="+", help=INPUT_HELP + "; several are blended (--style-blend)")
+    p.add_argument("styles", metavar="STYLE", nargs="*",
+                   help=INPUT_HELP + "; several are blended (--style-blend); none with --model")
+    from .train import add_model_options
+
+    add_model_options(p)
     sel = p.add_argument_group("selection (stylize only part of CONTENT, blended back at full size)")
     sel.add_argument("--mask", help="mask image the size of CONTENT: white = stylize (alpha channel if it has one)")
     sel.add_argument("--composite", choices=("poisson", "feather", "none"), default="poisson",
@@ -97,6 +101,14 @@ def _with_alpha(image: np.ndarray, source: np.ndarray) -> np.ndarray:
 def run_stylize(args: argparse.Namespace) -> int:
     from ..api import stylize
 
+    if args.model:
+        if args.styles:
+            raise InputError("--model", args.model, "give STYLE images or --model, not both")
+        from .train import run_model_stylize
+
+        return run_model_stylize(args)
+    if not args.styles:
+        raise InputError("STYLE", "", "give at least one style image, or --model NAME")
     cfg = config_from_args(args)
     run = _Run(args)
     content = _load(args.content, "CONTENT")

@@ -1,0 +1,143 @@
+"""Feed-forward style networks with onnxruntime: speed, tile seams, a very large image.
+
+    .venv/bin/python bench/bench_feedforward.py speed [--size 1024x768] [--repeat 5] [--threads 2]
+    .venv/bin/python bench/bench_feedforward.py seam MODEL.onnx [--size 2048x1536] [--tile 1024] [--overlap 128]
+    .venv/bin/python bench/bench_feedforward.py big MODEL.onnx [--size 8000x6000]
+
+``speed`` exports both variants (weights don't change the speed) and times one onnxruntime
+CPU run at the given size (minimum and median of ``--repeat`` runs after a warm-up), with
+their parameters and conv multiply-adds. On a shared machine run it when nothing else runs:
+the minimum is the figure to quote.
+
+``seam`` runs MODEL on a photo (scikit-image's astronaut, resized) whole and in tiles and prints
+the mean and max abs difference (in 0..255 units), overall and on the tile borders.
+
+``big`` stylizes an image of the given size (default 8000×6000) in tiles and prints the time and
+the process's peak resident memory.
+"""
+from __future__ import annotations
+
+import argparse
+import resource
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+
+def _size(text: str) -> tuple[int, int]:
+    w, h = text.lower().split("x")
+    return int(w), int(h)
+
+
+def _photo(w: int, h: int) -> np.ndarray:
+    from skimage.transform import resize
+
+    from nst_engine.samples import load
+
+    img = load("sample:astronaut", "photo")
+    return resize(img, (h, w), order=1, anti_aliasing=False).astype(np.float32)
+
+
+def speed(args: argparse.Namespace) -> None:
+    import onnxruntime as ort
+    import torch
+
+    from export.network import VARIANTS, TransformerNet, count_parameters, multiply_adds
+    from export.onnx_export import export_onnx
+
+    w, h = args.size
+    x = np.random.default_rng(0).random((1, 3, h, w), dtype=np.float32)
+    print(f"onnxruntime {ort.__version__} CPU, {args.threads} threads, input 1x3x{h}x{w}; "
+          f"torch {torch.__version__} (export)")
+    with tempfile.TemporaryDirectory() as tmp:
+        for variant in VARIANTS:
+            torch.manual_seed(0)
+            net = TransformerNet(variant).eval()
+            path = Path(tmp) / f"{variant}.onnx"
+            export_onnx(net, path, {"style_name": "bench"}, verify=False)
+            so = ort.SessionOptions()
+            so.intra_op_num_threads = args.threads
+            so.log_severity_level = 3
+            sess = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+            sess.run(None, {"image": x})  # warm-up
+            times = []
+            for _ in range(args.repeat):
+                t = time.perf_counter()
+                sess.run(None, {"image": x})
+                times.append(time.perf_counter() - t)
+            print(f"{variant:9s} params {count_parameters(net) / 1e6:5.2f} M  conv GMAC {multiply_adds(net, h, w) / 1e9:6.1f}"
+                  f"  ort min {min(times):.3f} s  median {statistics.median(times):.3f} s  ({args.repeat} runs)")
+
+
+def seam(args: argparse.Namespace) -> None:
+    from nst_engine.models import _starts, load_model, stylize_model
+
+    w, h = args.size
+    img = _photo(w, h)
+    t = time.perf_counter()
+    whole = stylize_model(img, args.model, tile=max(w, h), overlap=0, device="cpu")
+    t_whole = time.perf_counter() - t
+    # Pixels within 16 px of where a tile starts or ends (where a seam would show).
+    border = np.zeros((h, w), bool)
+    for y in _starts(h, args.tile, args.overlap)[1:]:
+        border[max(0, y - 16): y + 16] = True
+        border[max(0, y + args.overlap - 16): y + args.overlap + 16] = True
+    for x in _starts(w, args.tile, args.overlap)[1:]:
+        border[:, max(0, x - 16): x + 16] = True
+        border[:, max(0, x + args.overlap - 16): x + args.overlap + 16] = True
+    print(f"{Path(args.model).name} on {w}x{h}, tiles {args.tile} px overlapping {args.overlap} px; whole: {t_whole:.1f} s")
+    info = load_model(args.model, "cpu")
+    modes = [("shared statistics", True), ("per-tile statistics", False)] if info.shares_stats else [("per-tile statistics", False)]
+    for label, shares in modes:
+        info.shares_stats = shares
+        t = time.perf_counter()
+        tiled = stylize_model(img, args.model, tile=args.tile, overlap=args.overlap, device="cpu")
+        dt = time.perf_counter() - t
+        diff = np.abs(tiled - whole).mean(axis=2) * 255.0
+        print(f"  {label:20s} {dt:5.1f} s; tiled vs whole, 0..255: mean abs {diff.mean():.3f}, "
+              f"99th percentile {np.percentile(diff, 99):.2f}, max {diff.max():.1f}; near tile borders mean {diff[border].mean():.3f}")
+
+
+def big(args: argparse.Namespace) -> None:
+    from nst_engine.models import stylize_model
+
+    w, h = args.size
+    img = (_photo(w, h) * 255).astype(np.uint8)  # as GIMP would pass an 8-bit layer
+    t = time.perf_counter()
+    out = stylize_model(img, args.model, tile=args.tile, overlap=args.overlap)
+    dt = time.perf_counter() - t
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(f"{Path(args.model).name} on {w}x{h} ({w * h / 1e6:.0f} Mpx): {dt:.1f} s, output {out.shape} {out.dtype}, "
+          f"peak RSS {peak:.0f} MiB (input uint8 {img.nbytes / 2**20:.0f} MiB)")
+
+
+def main() -> None:
+    from nst_engine.models import DEFAULT_OVERLAP, DEFAULT_TILE
+
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = p.add_subparsers(dest="what", required=True)
+    s = sub.add_parser("speed")
+    s.add_argument("--size", type=_size, default=(1024, 768), help="WxH [default: 1024x768]")
+    s.add_argument("--repeat", type=int, default=5)
+    s.add_argument("--threads", type=int, default=2)
+    s.set_defaults(func=speed)
+    for name, func, default in (("seam", seam, (2048, 1536)), ("big", big, (8000, 6000))):
+        s = sub.add_parser(name)
+        s.add_argument("model")
+        s.add_argument("--size", type=_size, default=default, help=f"WxH [default: {default[0]}x{default[1]}]")
+        s.add_argument("--tile", type=int, default=DEFAULT_TILE)
+        s.add_argument("--overlap", type=int, default=DEFAULT_OVERLAP)
+        s.set_defaults(func=func)
+    args = p.parse_args()
+    args.func(args)
+
+
+if __name__ == "__main__":
+    main()
