@@ -86,11 +86,18 @@ def write_image(path: str | os.PathLike[str], image: np.ndarray) -> Path:
     try:
         with os.fdopen(fd, "wb") as f:
             Image.fromarray(np.ascontiguousarray(arr), mode).save(f, fmt)
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; a new image gets the usual mode
         os.replace(tmp, p)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
     return p
+
+
+def _umask() -> int:
+    mask = os.umask(0o22)
+    os.umask(mask)
+    return mask
 
 
 def check_array(image: np.ndarray, argument: str) -> np.ndarray:

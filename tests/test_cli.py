@@ -168,3 +168,16 @@ def test_torchvision_layout_file_loads_with_its_own_preprocessing(tmp_path: Path
     w = load_weights(str(path), "relu3_1")
     assert w.preprocess == "torchvision" and "conv3_1.weight" in w.state and "conv4_1.weight" not in w.state
     torch.testing.assert_close(w.state["conv2_1.weight"], state["features.5.weight"])
+
+
+def test_output_gets_the_usual_file_mode(tmp_path: Path) -> None:
+    import os
+
+    from nst_engine.image import write_image
+
+    old = os.umask(0o022)
+    try:
+        out = write_image(tmp_path / "x.png", np.zeros((4, 4, 3), np.float32))
+    finally:
+        os.umask(old)
+    assert out.stat().st_mode & 0o777 == 0o644
