@@ -25,6 +25,7 @@ from skimage import exposure
 from skimage.transform import resize
 
 from nst_engine.errors import InputError
+from nst_engine.arrays import to_unit_float
 
 __all__ = [
     "luminance",
@@ -50,15 +51,7 @@ def _rgb(image: np.ndarray, name: str) -> np.ndarray:
     a = np.asarray(image)
     if a.ndim != 3 or a.shape[2] != 3 or a.shape[0] == 0 or a.shape[1] == 0:
         raise InputError(name, f"array of shape {a.shape}", "expected an HxWx3 RGB image")
-    if a.dtype == np.uint8:
-        return a.astype(np.float32) / np.float32(255)
-    if a.dtype == np.uint16:
-        return a.astype(np.float32) / np.float32(65535)
-    if a.dtype.kind != "f":
-        raise InputError(name, f"array {a.shape} {a.dtype}", "dtype must be float (0..1), uint8 or uint16")
-    if not np.isfinite(a).all():
-        raise InputError(name, f"array {a.shape} {a.dtype}", "contains NaN or infinity")
-    return a.astype(np.float32, copy=False)
+    return to_unit_float(a, name)
 
 
 def _resize_to(image: np.ndarray, shape: tuple[int, int]) -> np.ndarray:

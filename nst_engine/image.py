@@ -13,6 +13,7 @@ import torch
 from PIL import Image, UnidentifiedImageError
 from torch.nn import functional as F
 
+from .arrays import to_unit_float
 from .errors import InputError
 
 WRITABLE = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".tif": "TIFF", ".tiff": "TIFF", ".webp": "WEBP", ".bmp": "BMP"}
@@ -113,14 +114,7 @@ def check_array(image: np.ndarray, argument: str) -> np.ndarray:
         a = np.repeat(a, 3, axis=2)
     if a.shape[0] < 1 or a.shape[1] < 1:
         raise InputError(argument, a.shape, "image has no pixels")
-    if a.dtype == np.uint8:
-        a = a.astype(np.float32) / 255.0
-    elif a.dtype == np.uint16:
-        a = a.astype(np.float32) / 65535.0
-    a = np.asarray(a[..., :3], dtype=np.float32)
-    if not np.isfinite(a).all():
-        raise InputError(argument, "array", "contains NaN or infinite values")
-    return a
+    return to_unit_float(a[..., :3], argument)
 
 
 def fit_long_side(h: int, w: int, size: int) -> tuple[int, int]:

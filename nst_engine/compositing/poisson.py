@@ -44,6 +44,7 @@ from typing import Literal
 
 import numpy as np
 
+from nst_engine.arrays import _INT_MAX, to_unit_float
 from nst_engine.errors import InputError
 
 from ._laplacian import degrees as _degrees
@@ -56,7 +57,6 @@ Mode = Literal["seamless", "mixed"]
 Solver = Literal["multigrid", "direct"]
 _MODES = ("seamless", "mixed")
 _SOLVERS = ("multigrid", "direct")
-_INT_MAX = {np.dtype(np.uint8): 255.0, np.dtype(np.uint16): 65535.0}
 
 
 class NoBoundaryWarning(UserWarning):
@@ -72,18 +72,6 @@ class BlendReport:
     unknowns: int  # pixels solved for (the region Omega, mask > 0)
     iterations: list[int]  # CG iterations per colour channel (0: factorised directly)
     note: str  # "" or why the result is not a plain Poisson blend (no boundary)
-
-
-def to_unit_float(image: np.ndarray, name: str) -> np.ndarray:
-    """An image as float32 in 0..1 (uint8 / uint16 scaled, floats as they are), validated."""
-    a = np.asarray(image)
-    if a.dtype in _INT_MAX:
-        return a.astype(np.float32) / np.float32(_INT_MAX[a.dtype])
-    if a.dtype.kind == "f":
-        if not np.isfinite(a).all():
-            raise InputError(name, f"array {a.shape} {a.dtype}", "contains NaN or infinity")
-        return a.astype(np.float32)
-    raise InputError(name, f"array {a.shape} {a.dtype}", "dtype must be uint8, uint16 or float")
 
 
 def _planes(image: np.ndarray, channels: int, work: type, name: str) -> np.ndarray:
