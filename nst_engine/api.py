@@ -22,12 +22,13 @@ from .errors import InputError
 from .image import check_array, fit_long_side, to_tensor
 from .losses import Objective, content_terms, histogram_terms, style_terms
 from .optim import OptimizeResult, Progress, ProgressCallback, StopFlag, optimize, to_numpy
-from .plan import make_plan
+from .plan import Scale, make_plan
 
 __all__ = ["stylize", "stylize_selection", "reconstruct", "texture", "StyleResult", "Progress", "select_device"]
 
 if TYPE_CHECKING:
     from .compositing.region import RegionResult
+    from .tiling import TiledObjective
 
 
 @dataclass
@@ -100,24 +101,32 @@ def _encoder(cfg: StyleConfig, layers: Sequence[str], device: torch.device) -> V
 
 def _run(
     x0: torch.Tensor, objective: Objective, cfg: StyleConfig, device: torch.device, stage: str,
-    callback: ProgressCallback | None, stop: StopFlag | None, history: int,
+    callback: ProgressCallback | None, stop: StopFlag | None, scale: Scale,
 ) -> StyleResult:
     r: OptimizeResult = optimize(
-        x0, objective, steps=cfg.steps, optimizer=cfg.optimizer, lr=cfg.lr, stage=stage,
-        callback=callback, stop=stop, save_every=cfg.save_every, history=history,
+        x0, _tiled(objective, scale), steps=cfg.steps, optimizer=cfg.optimizer, lr=cfg.lr, stage=stage,
+        callback=callback, stop=stop, save_every=cfg.save_every, history=scale.history,
     )
     return StyleResult(to_numpy(r.image), r.loss, r.losses, r.history, r.steps, r.stopped, r.seconds, str(device))
 
 
-def _single_scale_history(shape: tuple[int, int], layers: Sequence[str], cfg: StyleConfig,
-                          device: torch.device) -> int:
-    """The planner's memory check for one scale (before any work); the L-BFGS history to use."""
+def _single_scale(shape: tuple[int, int], layers: Sequence[str], cfg: StyleConfig, device: torch.device,
+                  tileable: bool) -> Scale:
+    """The planner's memory check for one scale (before any work): L-BFGS history and tiles."""
     try:
         (sc,) = make_plan(shape, max(shape), cfg.steps, deepest(layers), device, scales=(max(shape),),
-                          max_memory_gib=cfg.max_memory)
+                          max_memory_gib=cfg.max_memory, tile=cfg.tile, tileable=tileable)
     except InputError as e:
         raise InputError("size", cfg.size, e.reason) from None
-    return sc.history
+    return sc
+
+
+def _tiled(objective: Objective, scale: Scale) -> "Objective | TiledObjective":
+    if not scale.tile:
+        return objective
+    from .tiling import TiledObjective
+
+    return TiledObjective(objective, scale.tile)
 
 
 def _setup(config: StyleConfig | None) -> tuple[StyleConfig, torch.device, torch.Generator]:
@@ -153,7 +162,8 @@ def stylize(
     hist_layers = cfg.histogram_layers if cfg.histogram_weight > 0 else ()
     layers = [*cfg.content_layers, *cfg.style_layers, *hist_layers]
     plan = make_plan(content_a.shape[:2], cfg.size, cfg.steps, deepest(layers), device, scales=cfg.scales,
-                     scale_steps=cfg.scale_steps, max_memory_gib=cfg.max_memory)
+                     scale_steps=cfg.scale_steps, max_memory_gib=cfg.max_memory, tile=cfg.tile,
+                     tileable=not hist_layers)
     encoder = _encoder(cfg, layers, device)
     results: list[StyleResult] = []
     x: torch.Tensor | None = None
@@ -179,7 +189,11 @@ def stylize(
         else:
             x0 = torch.nn.functional.interpolate(x, size=sc.shape, mode="bicubic", align_corners=False).clamp(0, 255)
         stage = "stylize" if len(plan) == 1 else f"stylize {sc.shape[1]}x{sc.shape[0]} ({i + 1}/{len(plan)})"
-        r = optimize(x0, objective, steps=sc.steps, optimizer=cfg.optimizer, lr=cfg.lr, stage=stage,
+        if sc.tile:
+            from .tiling import tiles
+
+            stage += f", {len(tiles(sc.shape, sc.tile, deepest(layers)))} tiles"
+        r = optimize(x0, _tiled(objective, sc), steps=sc.steps, optimizer=cfg.optimizer, lr=cfg.lr, stage=stage,
                      callback=callback, stop=stop, save_every=cfg.save_every, history=sc.history)
         x = r.image
         results.append(StyleResult(to_numpy(r.image), r.loss, r.losses, r.history, r.steps, r.stopped, r.seconds,
@@ -230,13 +244,13 @@ def reconstruct(
     layer = resolve_layer(layer, "layer")
     a = check_array(image, "image")
     shape = fit_long_side(*a.shape[:2], cfg.size)
-    history = _single_scale_history(shape, [layer], cfg, device)
+    scale = _single_scale(shape, [layer], cfg, device, tileable=True)
     target = to_tensor(a, shape, device)
     encoder = _encoder(cfg, [layer], device)
     objective = Objective(encoder, content=content_terms(encoder, target, [layer], (), 1.0))
     init = "noise" if cfg.init in ("content", "style") else cfg.init
     x0 = _init_image(cfg.replace(init=init), shape, None, None, gen, device)
-    return _run(x0, objective, cfg, device, f"reconstruct {layer}", callback, stop, history)
+    return _run(x0, objective, cfg, device, f"reconstruct {layer}", callback, stop, scale)
 
 
 def texture(
@@ -264,7 +278,7 @@ def texture(
     else:
         out_shape = fit_long_side(*style_a[0].shape[:2], cfg.size)
     hist_layers = cfg.histogram_layers if cfg.histogram_weight > 0 else ()
-    history = _single_scale_history(out_shape, [*cfg.style_layers, *hist_layers], cfg, device)
+    scale = _single_scale(out_shape, [*cfg.style_layers, *hist_layers], cfg, device, tileable=not hist_layers)
     style_size = max(1, round(cfg.size * cfg.style_scale))
     style_t = [to_tensor(s, fit_long_side(*s.shape[:2], style_size), device) for s in style_a]
     encoder = _encoder(cfg, [*cfg.style_layers, *hist_layers], device)
@@ -273,7 +287,7 @@ def texture(
     objective = Objective(encoder, style=terms, tv_weight=cfg.tv_weight)
     init = "noise" if cfg.init == "content" else cfg.init
     x0 = _init_image(cfg.replace(init=init), out_shape, None, style_t[0], gen, device)
-    return _run(x0, objective, cfg, device, "texture", callback, stop, history)
+    return _run(x0, objective, cfg, device, "texture", callback, stop, scale)
 
 
 def stylize_selection(

@@ -39,6 +39,11 @@ class StyleConfig:
     max_memory: float = field(
         default=0.0, metadata=_opt("memory budget in GiB on the device that runs (0: 85% of what is free)", lo=0.0, hi=1e6)
     )
+    tile: int = field(
+        default=0, metadata=_opt("tile side in px. The optimizer evaluates in exact tiles of this size "
+                                 "(0: only scales that do not fit --max-memory); --model runs in tiles of this "
+                                 "side (0: 1024)", lo=0, hi=MAX_SIZE)
+    )
     # --- optimizer ---------------------------------------------------------------------------
     steps: int = field(default=500, metadata=_opt("optimizer steps (one loss+gradient evaluation each)", lo=0, hi=10**6))
     optimizer: str = field(default="lbfgs", metadata=_opt("optimizer", choices=("lbfgs", "adam")))

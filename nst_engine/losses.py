@@ -45,10 +45,10 @@ class _Gram(torch.autograd.Function):
         return torch.mm(grad + grad.t(), f).div_(ctx.n), None  # type: ignore[attr-defined]
 
 
-def gram(features: torch.Tensor) -> torch.Tensor:
-    """Gram matrix F·Fᵀ/(H·W) of (1, C, H, W) features, accumulated in fp32."""
+def gram(features: torch.Tensor, n: float | None = None) -> torch.Tensor:
+    """Gram matrix F·Fᵀ/n of (1, C, H, W) features (n = H·W by default), accumulated in fp32."""
     _, c, h, w = features.shape
-    return _Gram.apply(features.reshape(c, h * w).float(), float(h * w))
+    return _Gram.apply(features.reshape(c, h * w).float(), float(h * w) if n is None else n)
 
 
 class FeatureLoss(nn.Module):
@@ -72,6 +72,10 @@ class ContentLoss(FeatureLoss):
     def forward(self, feats: Mapping[str, torch.Tensor]) -> torch.Tensor:
         return self.weight * F.mse_loss(feats[self.layer].float(), self.target)
 
+    def partial(self, features: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """This term's share from part of the feature map (``target`` the matching crop)."""
+        return self.weight * (features.float() - target).square().sum() / self.target.numel()
+
 
 class GramLoss(FeatureLoss):
     """Style: weight·10/C²·mse(G(x), A) at one layer.
@@ -88,7 +92,10 @@ class GramLoss(FeatureLoss):
         self.register_buffer("target", target_gram.detach().float(), persistent=False)
 
     def forward(self, feats: Mapping[str, torch.Tensor]) -> torch.Tensor:
-        return self.weight * F.mse_loss(gram(feats[self.layer]), self.target)
+        return self.loss_from_gram(gram(feats[self.layer]))
+
+    def loss_from_gram(self, g: torch.Tensor) -> torch.Tensor:
+        return self.weight * F.mse_loss(g, self.target)
 
 
 class HistogramLoss(FeatureLoss):
@@ -158,6 +165,16 @@ class Objective:
         }
         total = parts["content"] + parts["style"] + parts["tv"]
         return total, parts
+
+    def value_and_grad(self, image: torch.Tensor, need_grad: bool = True
+                       ) -> tuple[torch.Tensor, dict[str, torch.Tensor], torch.Tensor | None]:
+        """The loss, its parts (detached) and its gradient with respect to ``image``."""
+        x = image.detach().requires_grad_(need_grad)
+        with torch.set_grad_enabled(need_grad):
+            total, parts = self(x)
+        if need_grad:
+            total.backward()
+        return total.detach(), {k: v.detach() for k, v in parts.items()}, x.grad
 
 
 def _weights(layers: Sequence[str], weights: Sequence[float]) -> list[float]:

@@ -9,7 +9,7 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 import torch
@@ -17,6 +17,9 @@ import torch
 from .errors import EngineRuntimeError
 from .lbfgs import LBFGS
 from .losses import Objective
+
+if TYPE_CHECKING:
+    from .tiling import TiledObjective
 
 
 class StopFlag(Protocol):
@@ -59,7 +62,7 @@ def to_numpy(image: torch.Tensor) -> np.ndarray:
 class PixelOptimizer:
     """One step at a time: evaluate the objective and its gradient at x, then move x."""
 
-    def __init__(self, image: torch.Tensor, objective: Objective, optimizer: str = "lbfgs", lr: float = 1.0,
+    def __init__(self, image: torch.Tensor, objective: "Objective | TiledObjective", optimizer: str = "lbfgs", lr: float = 1.0,
                  history: int = 100) -> None:
         self.x = image.detach().clone().requires_grad_(True)
         self.objective = objective
@@ -81,10 +84,9 @@ class PixelOptimizer:
     def step(self) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """Returns the (detached) loss and its parts at x before the move."""
         x = self.x
-        x.grad = None
-        total, parts = self.objective(x)
-        total.backward()
-        assert x.grad is not None
+        total, parts, grad = self.objective.value_and_grad(x)
+        assert grad is not None
+        x.grad = grad
         with torch.no_grad():
             # Keep the point before the previous move: if the loss here is inf, that is where
             # the last finite loss was evaluated.
@@ -103,7 +105,7 @@ class PixelOptimizer:
 
 def optimize(
     image: torch.Tensor,
-    objective: Objective,
+    objective: "Objective | TiledObjective",
     *,
     steps: int,
     optimizer: str = "lbfgs",

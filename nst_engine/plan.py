@@ -5,9 +5,11 @@ size in pixels. Coarse-to-fine optimises at a low resolution first, then upsampl
 as the start image of the next scale, with fewer steps each time, so large structures stay large.
 
 The memory estimate counts the activations autograd keeps for the backward pass, the largest
-gradient buffers alive at once, the L-BFGS history and the weights. When the plan does not fit
-the budget, L-BFGS keeps fewer (s, y) pairs; when even that is not enough the plan is refused
-with the largest size that would fit.
+gradient buffers alive at once, the L-BFGS history and the weights. When a scale does not fit
+the budget, L-BFGS first keeps fewer (s, y) pairs (down to ``TILE_BELOW_HISTORY``); then the
+scale is evaluated in exact tiles (`nst_engine.tiling`), whose activations are one tile's, with
+the largest tile that fits; when even the smallest tile does not fit, the plan is refused with
+the largest size that would.
 """
 from __future__ import annotations
 
@@ -23,6 +25,8 @@ from .image import fit_long_side
 AUTO_SINGLE_SCALE = 1024  # up to this long side, one scale
 AUTO_COARSEST = 512  # auto schedules start at or above this long side
 MIN_HISTORY = 5
+TILE_BELOW_HISTORY = 10  # shrink the L-BFGS memory to this before tiling
+MIN_TILE = 128  # smallest tile core worth running (px)
 GiB = 1024**3
 
 
@@ -33,6 +37,7 @@ class Scale:
     steps: int
     history: int  # L-BFGS pairs
     bytes: int  # estimated peak
+    tile: int = 0  # tile core in px; 0: the whole image in one pass
 
 
 def schedule(size: int, steps: int, scales: tuple[int, ...] = (), scale_steps: tuple[int, ...] = ()) -> list[tuple[int, int]]:
@@ -73,13 +78,38 @@ def activation_floats_per_pixel(deepest: str) -> float:
     return total + 3 * biggest
 
 
-def estimate_bytes(shape: tuple[int, int], deepest: str, history: int, element_bytes: int = 4) -> int:
+def estimate_bytes(shape: tuple[int, int], deepest: str, history: int, element_bytes: int = 4, tile: int = 0) -> int:
+    """Peak bytes of one scale: activations (of the whole image, or of one padded tile), the
+    image-sized buffers of the optimizer and its L-BFGS history, the content targets, weights."""
     h, w = shape
     px = h * w
-    acts = activation_floats_per_pixel(deepest) * px * element_bytes
+    if tile:
+        from .tiling import halo
+
+        side = tile + 2 * halo(deepest)
+        act_px = min(h, side) * min(w, side)
+        extra = 3 * act_px * 4 * 2 + 3 * px * 4  # the tile, its gradient; the TV pass's copy
+    else:
+        act_px, extra = px, 0
+    acts = activation_floats_per_pixel(deepest) * act_px * element_bytes
     image = 3 * px * 4 * (4 + 2 * history)  # x, grad, L-BFGS prev grad + step, and the history
+    targets = 8 * px * 4  # content target at relu4_2 (512 channels at 1/64 of the pixels)
     weights = 80 * 1024**2
-    return int(acts + image + weights)
+    return int(acts + image + targets + weights + extra)
+
+
+def _largest_tile(shape: tuple[int, int], deepest: str, history: int, budget: int) -> int:
+    """The largest tile core (a multiple of 16 px, ≥ MIN_TILE) that fits ``budget``, or 0."""
+    lo, hi = MIN_TILE, max(MIN_TILE, max(shape))
+    if estimate_bytes(shape, deepest, history, tile=lo) > budget:
+        return 0
+    while hi - lo > 16:
+        mid = (lo + hi) // 2 // 16 * 16
+        if estimate_bytes(shape, deepest, history, tile=mid) <= budget:
+            lo = mid
+        else:
+            hi = mid
+    return lo
 
 
 def available_bytes(device: torch.device) -> int:
@@ -103,23 +133,36 @@ def available_bytes(device: torch.device) -> int:
 def make_plan(
     image_shape: tuple[int, int], size: int, steps: int, deepest: str, device: torch.device, *,
     scales: tuple[int, ...] = (), scale_steps: tuple[int, ...] = (), max_memory_gib: float = 0.0,
-    history: int = 100,
+    history: int = 100, tile: int = 0, tileable: bool = True,
 ) -> list[Scale]:
-    """The scales to run, each with an L-BFGS history that fits the memory budget.
+    """The scales to run, each with an L-BFGS history (and, where needed, a tile size) that fits
+    the memory budget. ``tile`` > 0 forces tiles of that core size wherever the image is larger;
+    ``tileable=False`` (the histogram loss) never tiles.
 
     Raises InputError naming the largest ``--size`` that fits when the finest scale cannot.
     """
+    if tile and not tileable:
+        raise InputError("tile", tile, "the histogram loss (--histogram-weight > 0) cannot run in tiles")
     budget = int(max_memory_gib * GiB) if max_memory_gib > 0 else int(0.85 * available_bytes(device))
     plan = []
     for long_side, n in schedule(size, steps, scales, scale_steps):
         shape = fit_long_side(*image_shape, long_side)
-        m = history
-        while m > MIN_HISTORY and estimate_bytes(shape, deepest, m) > budget:
-            m = max(MIN_HISTORY, m // 2)
-        need = estimate_bytes(shape, deepest, m)
-        if need > budget:
+        m, t = history, tile if tile and tile < max(shape) else 0
+        floor = TILE_BELOW_HISTORY if tileable and not t else MIN_HISTORY
+        while m > floor and estimate_bytes(shape, deepest, m, tile=t) > budget:
+            m = max(floor, m // 2)
+        if estimate_bytes(shape, deepest, m, tile=t) > budget and tileable and not t:
+            # Tiles: the largest that fits, with the L-BFGS memory shrunk further only if needed.
+            m = min(history, TILE_BELOW_HISTORY)
+            while m > MIN_HISTORY and not _largest_tile(shape, deepest, m, budget):
+                m = max(MIN_HISTORY, m // 2)
+            t = _largest_tile(shape, deepest, m, budget)
+        need = estimate_bytes(shape, deepest, m, tile=t)
+        if need > budget or (tileable and t == 0 and estimate_bytes(shape, deepest, m) > budget):
+            smallest = MIN_TILE if tileable else 0
             fit = long_side
-            while fit > 16 and estimate_bytes(fit_long_side(*image_shape, fit), deepest, MIN_HISTORY) > budget:
+            while fit > 16 and estimate_bytes(fit_long_side(*image_shape, fit), deepest, MIN_HISTORY,
+                                              tile=smallest if fit > smallest else 0) > budget:
                 fit = int(fit * 0.9)
             final = scales[-1] if scales else size
             raise InputError(
@@ -127,5 +170,5 @@ def make_plan(
                 f"the {shape[1]}x{shape[0]} scale needs about {need / GiB:.1f} GiB on {device.type}, "
                 f"{budget / GiB:.1f} GiB available (--max-memory); --size {min(fit, final)} fits",
             )
-        plan.append(Scale(long_side, shape, n, m, need))
+        plan.append(Scale(long_side, shape, n, m, need, t))
     return plan

@@ -143,6 +143,11 @@ def test_help_and_usage_errors(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["stylize"]) == 2
     assert main([]) == 2
     assert main(["stylize", "a.png", "b.png", "-o", "x.png", "--optimizer", "sgd"]) == 2
+    # Every command's help renders (a "%" in a help text once broke `nst stylize --help`).
+    capsys.readouterr()
+    for command in ("stylize", "reconstruct", "texture", "train", "blend", "recolor"):
+        assert main([command, "--help"]) == 0, command
+        assert "usage: nst " + command in capsys.readouterr().out
 
 
 def test_torchvision_weights_need_cache_or_permission(images: tuple[Path, Path], tmp_path: Path,

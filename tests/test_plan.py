@@ -20,17 +20,21 @@ def test_auto_schedule_and_explicit_scales() -> None:
         schedule(100, 10, (32, 64), (5,))
 
 
-def test_plan_shrinks_history_then_refuses_naming_a_size_that_fits() -> None:
+def test_plan_shrinks_history_then_tiles_then_refuses_naming_a_size_that_fits() -> None:
     cpu = torch.device("cpu")
     full = make_plan((2160, 3840), 3840, 500, "relu5_1", cpu, max_memory_gib=64)
-    assert [s.size for s in full] == [960, 1920, 3840] and full[-1].history == 100
+    assert [s.size for s in full] == [960, 1920, 3840] and full[-1].history == 100 and full[-1].tile == 0
     tight = make_plan((2160, 3840), 3840, 500, "relu5_1", cpu, max_memory_gib=24)
-    assert tight[-1].history < 100 and tight[-1].bytes <= 24 * 1024**3
+    assert tight[-1].history < 100 and tight[-1].bytes <= 24 * 1024**3 and tight[-1].tile == 0
     with pytest.raises(InputError, match=r"3840x2160 scale needs about .* --size (\d+) fits") as e:
-        make_plan((2160, 3840), 3840, 500, "relu5_1", cpu, max_memory_gib=8)
+        make_plan((2160, 3840), 3840, 500, "relu5_1", cpu, max_memory_gib=1.5)
     fit = int(str(e.value).rsplit("--size ", 1)[1].split()[0])
-    assert estimate_bytes((round(fit * 9 / 16), fit), "relu5_1", 5) <= 8 * 1024**3
-    assert make_plan((2160, 3840), fit, 500, "relu5_1", cpu, max_memory_gib=8)
+    assert estimate_bytes((round(fit * 9 / 16), fit), "relu5_1", 5, tile=128) <= 1.5 * 1024**3
+    assert make_plan((2160, 3840), fit, 500, "relu5_1", cpu, max_memory_gib=1.5)
+    # The histogram loss cannot be tiled: the same budget refuses at a smaller --size.
+    with pytest.raises(InputError, match=r"--size (\d+) fits") as e2:
+        make_plan((2160, 3840), 3840, 500, "relu5_1", cpu, max_memory_gib=8, tileable=False)
+    assert int(str(e2.value).rsplit("--size ", 1)[1].split()[0]) < 3840
 
 
 def test_coarse_to_fine_runs_each_scale(content96: np.ndarray, style96: np.ndarray) -> None:

@@ -64,6 +64,8 @@ def add_config_options(parser: argparse.ArgumentParser, skip: frozenset[str] = _
         if "help" in kw and not isinstance(default, bool):
             shown = ",".join(map(str, default)) if isinstance(default, tuple) else default
             kw["help"] += f" [default: {shown}]"
+        if "help" in kw:
+            kw["help"] = kw["help"].replace("%", "%%")  # argparse formats help with %
         group.add_argument(_flag(f.name), **kw)
 
 

@@ -137,13 +137,13 @@ def run_train(args: argparse.Namespace) -> int:
 
 def add_model_options(p: argparse.ArgumentParser) -> None:
     """The options `nst stylize` needs for feed-forward models (STYLE is then not given)."""
-    from ..models import DEFAULT_OVERLAP, DEFAULT_TILE
+    from ..models import DEFAULT_OVERLAP
 
+    # --tile comes from StyleConfig (one option for both methods).
     g = p.add_argument_group("feed-forward model (instead of STYLE)")
     g.add_argument("--model", default=None, metavar="NAME|FILE.onnx",
                    help="stylize in one pass with a trained model: a shipped name or an .onnx from `nst train`")
     g.add_argument("--strength", type=float, default=1.0, help="blend with the content, 0..1 [default: 1]")
-    g.add_argument("--tile", type=int, default=DEFAULT_TILE, help=f"tile side in px for large images [default: {DEFAULT_TILE}]")
     g.add_argument("--overlap", type=int, default=DEFAULT_OVERLAP, help=f"tile overlap in px [default: {DEFAULT_OVERLAP}]")
 
 
@@ -156,7 +156,7 @@ def run_model_stylize(args: argparse.Namespace) -> int:
     import numpy as np
 
     from ..image import check_output_path, write_image
-    from ..models import stylize_model
+    from ..models import DEFAULT_TILE, stylize_model
     from ..samples import load
 
     out = check_output_path(args.output)
@@ -165,7 +165,7 @@ def run_model_stylize(args: argparse.Namespace) -> int:
     device = "cuda" if device.startswith("cuda") else device
     bar = ProgressBar(enabled=False if getattr(args, "quiet", False) else None)
     try:
-        result = stylize_model(content, args.model, strength=args.strength, tile=args.tile, overlap=args.overlap,
+        result = stylize_model(content, args.model, strength=args.strength, tile=getattr(args, "tile", 0) or DEFAULT_TILE, overlap=args.overlap,
                                device=device, callback=bar)
     finally:
         bar.close()
