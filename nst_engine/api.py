@@ -7,16 +7,18 @@ alpha is ignored). The result is at the processed size (long side ``config.size`
 """
 from __future__ import annotations
 
+import functools
+import inspect
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
 import torch
 
 from .config import StyleConfig
-from .encoders.vgg import VGG19Encoder, deepest, resolve_layer
+from .encoders.vgg import VGG19Encoder, deepest, precision, resolve_layer
 from .encoders.weights import get_encoder
 from .errors import InputError
 from .image import check_array, fit_long_side, to_tensor
@@ -129,6 +131,24 @@ def _tiled(objective: Objective, scale: Scale) -> "Objective | TiledObjective":
     return TiledObjective(objective, scale.tile)
 
 
+_F = TypeVar("_F", bound=Callable[..., Any])
+
+
+def _in_precision(fn: _F) -> _F:
+    """Run ``fn`` with the encoder arithmetic its ``config.precision`` asks for."""
+    sig = inspect.signature(fn)
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        cfg = sig.bind(*args, **kwargs).arguments.get("config") or StyleConfig()
+        if cfg.device != "auto" and not (cfg.device == "cpu" or cfg.device.startswith("cuda")):
+            return fn(*args, **kwargs)  # let the function's own checks name the bad value
+        with precision(cfg.precision, select_device(cfg.device)):
+            return fn(*args, **kwargs)
+
+    return wrapper  # type: ignore[return-value]
+
+
 def _setup(config: StyleConfig | None) -> tuple[StyleConfig, torch.device, torch.Generator]:
     cfg = config or StyleConfig()
     cfg.check()
@@ -138,6 +158,7 @@ def _setup(config: StyleConfig | None) -> tuple[StyleConfig, torch.device, torch
     return cfg, device, _generator(cfg.seed)
 
 
+@_in_precision
 def stylize(
     content: np.ndarray,
     styles: Sequence[np.ndarray] | np.ndarray,
@@ -175,10 +196,10 @@ def stylize(
         objective = Objective(
             encoder,
             content=content_terms(encoder, content_t, cfg.content_layers, cfg.content_layer_weights,
-                                  cfg.content_weight) if cfg.content_weight > 0 else [],
+                                  cfg.content_weight, tile=sc.tile) if cfg.content_weight > 0 else [],
             style=[
                 *(style_terms(encoder, style_t, cfg.style_blend, cfg.style_layers, cfg.style_layer_weights,
-                              cfg.style_weight) if cfg.style_weight > 0 else []),
+                              cfg.style_weight, tile=sc.tile) if cfg.style_weight > 0 else []),
                 *histogram_terms(encoder, style_t[0], hist_layers, cfg.histogram_weight),
             ],
             tv_weight=cfg.tv_weight,
@@ -231,6 +252,7 @@ def _color_inputs(
     return content, [np.clip(fn(s, content), 0.0, 1.0).astype(np.float32) for s in styles]
 
 
+@_in_precision
 def reconstruct(
     image: np.ndarray,
     layer: str,
@@ -247,12 +269,13 @@ def reconstruct(
     scale = _single_scale(shape, [layer], cfg, device, tileable=True)
     target = to_tensor(a, shape, device)
     encoder = _encoder(cfg, [layer], device)
-    objective = Objective(encoder, content=content_terms(encoder, target, [layer], (), 1.0))
+    objective = Objective(encoder, content=content_terms(encoder, target, [layer], (), 1.0, tile=scale.tile))
     init = "noise" if cfg.init in ("content", "style") else cfg.init
     x0 = _init_image(cfg.replace(init=init), shape, None, None, gen, device)
     return _run(x0, objective, cfg, device, f"reconstruct {layer}", callback, stop, scale)
 
 
+@_in_precision
 def texture(
     style: np.ndarray | Sequence[np.ndarray],
     config: StyleConfig | None = None,
@@ -282,7 +305,8 @@ def texture(
     style_size = max(1, round(cfg.size * cfg.style_scale))
     style_t = [to_tensor(s, fit_long_side(*s.shape[:2], style_size), device) for s in style_a]
     encoder = _encoder(cfg, [*cfg.style_layers, *hist_layers], device)
-    terms = style_terms(encoder, style_t, cfg.style_blend, cfg.style_layers, cfg.style_layer_weights, 1.0)
+    terms = style_terms(encoder, style_t, cfg.style_blend, cfg.style_layers, cfg.style_layer_weights, 1.0,
+                        tile=scale.tile)
     terms += histogram_terms(encoder, style_t[0], hist_layers, cfg.histogram_weight)
     objective = Objective(encoder, style=terms, tv_weight=cfg.tv_weight)
     init = "noise" if cfg.init == "content" else cfg.init

@@ -78,6 +78,11 @@ class StyleConfig:
     weights: str = field(default="caffe", metadata=_opt("VGG-19 weights: caffe (shipped), torchvision, or a .pth/.safetensors FILE"))
     allow_download: bool = field(default=False, metadata=_opt("let --weights torchvision download into the torch cache"))
     device: str = field(default="auto", metadata=_opt("compute device: auto, cpu, cuda or cuda:N"))
+    precision: str = field(
+        default="auto",
+        metadata=_opt("network arithmetic: fp32, tf32 (CUDA convolutions), bf16 (autocast; Grams and losses "
+                      "stay fp32); auto: tf32 on CUDA, fp32 on the CPU", choices=("auto", "fp32", "tf32", "bf16")),
+    )
     # --- run ---------------------------------------------------------------------------------
     seed: int | None = field(default=0, metadata=_opt("random seed (same seed, same CPU output bit for bit)"))
     save_every: int = field(default=0, metadata=_opt("hand a snapshot to the callback every N steps (0: never)", lo=0, hi=10**6))

@@ -183,9 +183,16 @@ def _weights(layers: Sequence[str], weights: Sequence[float]) -> list[float]:
 
 @torch.no_grad()
 def content_terms(
-    encoder: VGG19Encoder, image: torch.Tensor, layers: Sequence[str], weights: Sequence[float], scale: float
+    encoder: VGG19Encoder, image: torch.Tensor, layers: Sequence[str], weights: Sequence[float], scale: float,
+    tile: int = 0,
 ) -> list[ContentLoss]:
-    feats = encoder(image, layers)
+    """Content targets at ``layers`` (computed in exact tiles of ``tile`` px when > 0)."""
+    if tile:
+        from .tiling import tiled_features
+
+        feats = tiled_features(encoder, image, list(layers), tile)
+    else:
+        feats = encoder(image, layers)
     return [ContentLoss(n, feats[resolve_layer(n)], scale * w) for n, w in zip(layers, _weights(layers, weights))]
 
 
@@ -197,16 +204,24 @@ def style_terms(
     layers: Sequence[str],
     weights: Sequence[float],
     scale: float,
+    tile: int = 0,
 ) -> list[FeatureLoss]:
-    """Gram targets of one or more style images, blended by ``blend`` (normalised to sum 1)."""
+    """Gram targets of one or more style images, blended by ``blend`` (normalised to sum 1);
+    computed in exact tiles of ``tile`` px when > 0."""
     b = list(blend) if blend else [1.0] * len(images)
     total = sum(b)
     grams: dict[str, torch.Tensor] = {}
     for img, bi in zip(images, b):
-        feats = encoder(img, layers)
+        if tile:
+            from .tiling import tiled_grams
+
+            img_grams = tiled_grams(encoder, img, list(layers), tile)
+        else:
+            feats = encoder(img, layers)
+            img_grams = {resolve_layer(n): gram(feats[resolve_layer(n)]) for n in layers}
         for n in layers:
             key = resolve_layer(n)
-            g = gram(feats[key]) * (bi / total)
+            g = img_grams[key] * (bi / total)
             grams[key] = grams[key] + g if key in grams else g
     return [GramLoss(n, grams[resolve_layer(n)], scale * w) for n, w in zip(layers, _weights(layers, weights))]
 

