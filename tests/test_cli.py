@@ -186,3 +186,18 @@ def test_output_gets_the_usual_file_mode(tmp_path: Path) -> None:
     finally:
         os.umask(old)
     assert out.stat().st_mode & 0o777 == 0o644
+
+
+def test_progress_bar_omits_a_missing_loss() -> None:
+    import io
+    import math
+
+    from nst_engine.cli.progress import ProgressBar
+    from nst_engine.optim import Progress
+
+    out = io.StringIO()
+    bar = ProgressBar(out, enabled=True)
+    bar(Progress("model", 1, 2, math.nan, {}, 0.5, 0.5))
+    bar(Progress("stylize", 2, 2, 1234.5, {}, 1.0, 0.0))
+    text = out.getvalue()
+    assert "nan" not in text and "loss 1.234e+03" in text

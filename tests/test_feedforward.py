@@ -282,6 +282,8 @@ def test_nst_train_and_stylize_model_commands(photos: Path, tmp_path: Path, caps
     capsys.readouterr()
     assert main(["train", "style:mosaic", "--content-dir", str(tmp_path / "nope"), "-o", str(out)]) == 2
     assert "--content-dir=" in capsys.readouterr().err
+    assert main(["stylize", str(content), "--model", "no-such-model", "-o", str(tmp_path / "x.png")]) == 2
+    assert "--model='no-such-model': no such model" in capsys.readouterr().err
     assert main(["train", "style:mosaic", "--content-dir", str(photos), "-o", str(tmp_path / "m.png")]) == 2
 
 

@@ -40,13 +40,17 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _flag_name(argument: str) -> str:
-    from dataclasses import fields
-
-    from ..config import StyleConfig
-
-    names = {f.name for f in fields(StyleConfig)}
-    return "--" + argument.replace("_", "-") if argument in names else argument
+def _flag_name(parser: argparse.ArgumentParser, argument: str) -> str:
+    """The command-line spelling of an engine argument name: ``model`` → ``--model``."""
+    parsers = [parser]
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            parsers += list(action.choices.values())
+    for p in parsers:
+        for action in p._actions:
+            if action.dest == argument and action.option_strings:
+                return max(action.option_strings, key=len)
+    return argument
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -62,7 +66,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(args.func(args) or 0)
     except InputError as e:
-        print(f"nst: error: {_flag_name(e.argument)}={e.value!r}: {e.reason}", file=sys.stderr)
+        print(f"nst: error: {_flag_name(parser, e.argument)}={e.value!r}: {e.reason}", file=sys.stderr)
         return e.exit_code
     except NSTError as e:
         print(f"nst: error: {e}", file=sys.stderr)

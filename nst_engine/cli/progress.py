@@ -34,7 +34,8 @@ class ProgressBar:
         self._last = now
         filled = int(self.width * p.step / max(p.total, 1))
         bar = "#" * filled + "." * (self.width - filled)
-        line = f"\r{p.stage} {p.step:>{len(str(p.total))}}/{p.total} [{bar}] loss {p.loss:.3e}  {_clock(p.elapsed)}<{_clock(p.eta)}"
+        loss = f" loss {p.loss:.3e}" if p.loss == p.loss else ""  # models report no loss (NaN)
+        line = f"\r{p.stage} {p.step:>{len(str(p.total))}}/{p.total} [{bar}]{loss}  {_clock(p.elapsed)}<{_clock(p.eta)}"
         self.stream.write(line)
         self.stream.flush()
         self._open = True
