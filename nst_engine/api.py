@@ -7,6 +7,7 @@ alpha is ignored). The result is at the processed size (long side ``config.size`
 """
 from __future__ import annotations
 
+import dataclasses
 import functools
 import inspect
 import threading
@@ -24,7 +25,7 @@ from .errors import InputError
 from .image import check_array, fit_long_side, to_tensor
 from .losses import Objective, content_terms, histogram_terms, style_terms
 from .optim import OptimizeResult, Progress, ProgressCallback, StopFlag, optimize, to_numpy
-from .plan import Scale, make_plan
+from .plan import MIN_TILE, TILE_BELOW_HISTORY, Scale, make_plan
 
 __all__ = ["stylize", "stylize_selection", "reconstruct", "texture", "StyleResult", "Progress", "select_device"]
 
@@ -188,34 +189,22 @@ def stylize(
     encoder = _encoder(cfg, layers, device)
     results: list[StyleResult] = []
     x: torch.Tensor | None = None
-    for i, sc in enumerate(plan):
-        # 4. Images at this scale, and the loss targets.
-        content_t = to_tensor(content_in, sc.shape, device)
-        style_size = max(1, round(sc.size * cfg.style_scale))
-        style_t = [to_tensor(s, fit_long_side(*s.shape[:2], style_size), device) for s in style_in]
-        objective = Objective(
-            encoder,
-            content=content_terms(encoder, content_t, cfg.content_layers, cfg.content_layer_weights,
-                                  cfg.content_weight, tile=sc.tile) if cfg.content_weight > 0 else [],
-            style=[
-                *(style_terms(encoder, style_t, cfg.style_blend, cfg.style_layers, cfg.style_layer_weights,
-                              cfg.style_weight, tile=sc.tile) if cfg.style_weight > 0 else []),
-                *histogram_terms(encoder, style_t[0], hist_layers, cfg.histogram_weight),
-            ],
-            tv_weight=cfg.tv_weight,
-        )
-        # 5. Start image: the configured one, then the previous scale's result upsampled.
-        if x is None:
-            x0 = _init_image(cfg, sc.shape, content_t, style_t[0], gen, device)
-        else:
-            x0 = torch.nn.functional.interpolate(x, size=sc.shape, mode="bicubic", align_corners=False).clamp(0, 255)
-        stage = "stylize" if len(plan) == 1 else f"stylize {sc.shape[1]}x{sc.shape[0]} ({i + 1}/{len(plan)})"
-        if sc.tile:
-            from .tiling import tiles
-
-            stage += f", {len(tiles(sc.shape, sc.tile, deepest(layers)))} tiles"
-        r = optimize(x0, _tiled(objective, sc), steps=sc.steps, optimizer=cfg.optimizer, lr=cfg.lr, stage=stage,
-                     callback=callback, stop=stop, save_every=cfg.save_every, history=sc.history)
+    for i, planned in enumerate(plan):
+        sc = planned
+        for attempt in range(OOM_RETRIES + 1):
+            try:
+                r = _stylize_scale(sc, i, len(plan), x, content_in, style_in, cfg, encoder, layers, hist_layers,
+                                   gen, device, callback, stop)
+                break
+            except (torch.OutOfMemoryError, RuntimeError) as e:
+                # The plan's estimate was short (another process took memory, an allocator's
+                # fragmentation): retry the scale in smaller exact tiles, never die of it.
+                if not _is_oom(e) or attempt == OOM_RETRIES or hist_layers:
+                    raise
+                if device.type == "cuda":
+                    torch.cuda.empty_cache()
+                sc = dataclasses.replace(sc, tile=max(MIN_TILE, (sc.tile or max(sc.shape)) // 2 // 16 * 16),
+                                         history=min(sc.history, TILE_BELOW_HISTORY))
         x = r.image
         results.append(StyleResult(to_numpy(r.image), r.loss, r.losses, r.history, r.steps, r.stopped, r.seconds,
                                    str(device)))
@@ -231,6 +220,49 @@ def stylize(
 
         result.image = recolor(result.image, content_a)
     return result
+
+
+OOM_RETRIES = 3
+
+
+def _is_oom(e: BaseException) -> bool:
+    return isinstance(e, torch.OutOfMemoryError) or "can't allocate memory" in str(e) or "out of memory" in str(e)
+
+
+def _stylize_scale(
+    sc: Scale, i: int, n: int, x: torch.Tensor | None, content_in: np.ndarray, style_in: list[np.ndarray],
+    cfg: StyleConfig, encoder: VGG19Encoder, layers: list[str], hist_layers: Sequence[str],
+    gen: torch.Generator, device: torch.device, callback: ProgressCallback | None, stop: StopFlag | None,
+) -> OptimizeResult:
+    """One scale of `stylize`: its targets, its start image, its optimisation."""
+    # 4. Images at this scale, and the loss targets.
+    content_t = to_tensor(content_in, sc.shape, device)
+    style_size = max(1, round(sc.size * cfg.style_scale))
+    style_t = [to_tensor(s, fit_long_side(*s.shape[:2], style_size), device) for s in style_in]
+    objective = Objective(
+        encoder,
+        content=content_terms(encoder, content_t, cfg.content_layers, cfg.content_layer_weights,
+                              cfg.content_weight, tile=sc.tile) if cfg.content_weight > 0 else [],
+        style=[
+            *(style_terms(encoder, style_t, cfg.style_blend, cfg.style_layers, cfg.style_layer_weights,
+                          cfg.style_weight, tile=sc.tile) if cfg.style_weight > 0 else []),
+            *histogram_terms(encoder, style_t[0], hist_layers, cfg.histogram_weight),
+        ],
+        tv_weight=cfg.tv_weight,
+    )
+    # 5. Start image: the configured one, then the previous scale's result upsampled.
+    if x is None:
+        x0 = _init_image(cfg, sc.shape, content_t, style_t[0], gen, device)
+    else:
+        x0 = torch.nn.functional.interpolate(x, size=sc.shape, mode="bicubic", align_corners=False).clamp(0, 255)
+    del content_t, style_t
+    stage = "stylize" if n == 1 else f"stylize {sc.shape[1]}x{sc.shape[0]} ({i + 1}/{n})"
+    if sc.tile:
+        from .tiling import tiles
+
+        stage += f", {len(tiles(sc.shape, sc.tile, deepest(layers)))} tiles"
+    return optimize(x0, _tiled(objective, sc), steps=sc.steps, optimizer=cfg.optimizer, lr=cfg.lr, stage=stage,
+                    callback=callback, stop=stop, save_every=cfg.save_every, history=sc.history)
 
 
 def _color_inputs(

@@ -103,3 +103,33 @@ def test_targets_from_tiles_equal_one_pass() -> None:
         assert feats[n].shape == whole[n].shape
         assert torch.allclose(feats[n], whole[n], rtol=1e-4, atol=1e-3 * float(whole[n].abs().max()))
         assert torch.allclose(grams[n], gram(whole[n]), rtol=1e-4, atol=1e-6 * float(gram(whole[n]).abs().max()))
+
+
+def test_out_of_memory_retries_the_scale_in_tiles(content96: np.ndarray, style96: np.ndarray,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """If the estimate was short and the device runs out anyway, the scale reruns in smaller tiles."""
+    import nst_engine.api as api
+    from nst_engine.tiling import TiledObjective
+
+    real = api.optimize
+    calls: list[object] = []
+
+    def flaky(x0: torch.Tensor, objective: object, **kw: object):  # noqa: ANN202
+        calls.append(objective)
+        if len(calls) == 1:
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return real(x0, objective, **kw)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(api, "optimize", flaky)
+    r = stylize(content96, [style96], StyleConfig(size=96, steps=2, style_layers=("relu1_1", "relu2_1")))
+    assert r.steps == 2 and not isinstance(calls[0], TiledObjective) and isinstance(calls[1], TiledObjective)
+    calls.clear()
+
+    def always(x0: torch.Tensor, objective: object, **kw: object):  # noqa: ANN202
+        calls.append(objective)
+        raise torch.OutOfMemoryError("CUDA out of memory")
+
+    monkeypatch.setattr(api, "optimize", always)
+    with pytest.raises(torch.OutOfMemoryError):
+        stylize(content96, [style96], StyleConfig(size=96, steps=2))
+    assert len(calls) == 1 + api.OOM_RETRIES
