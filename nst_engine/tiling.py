@@ -19,6 +19,7 @@ The histogram loss matches the distribution of a whole layer, so it is not tiled
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import torch
@@ -104,43 +105,45 @@ def _last(layers: list[str]) -> str:
     return deepest(layers) if layers else "relu1_1"
 
 
+def _tile_cores(encoder: torch.nn.Module, image: torch.Tensor, layers: list[str], core: int
+                ) -> Iterator[tuple[str, torch.Tensor, tuple[slice, slice], tuple[int, int]]]:
+    """For each tile and layer: (layer, the tile core's features, where they sit in the whole
+    image's features, the whole feature map's (h, w)). No gradient."""
+    names = sorted({resolve_layer(n) for n in layers})
+    shape = (image.shape[-2], image.shape[-1])
+    for tile in tiles(shape, core, _last(names)):
+        y0, y1, x0, x1 = tile.padded
+        with torch.no_grad():
+            feats = encoder(image[..., y0:y1, x0:x1], names)
+        for name in names:
+            full = _full_feature_shape(shape, name)
+            local, whole = _feature_slices(tile, name, shape, full)
+            yield name, feats[name][..., local[0], local[1]], whole, full
+        del feats
+
+
 @torch.no_grad()
 def tiled_grams(encoder: torch.nn.Module, image: torch.Tensor, layers: list[str], core: int) -> dict[str, torch.Tensor]:
     """The Gram matrices F·Fᵀ/n of the whole image at ``layers``, one tile at a time."""
-    names = sorted({resolve_layer(n) for n in layers})
-    shape = (image.shape[-2], image.shape[-1])
     sums: dict[str, torch.Tensor] = {}
-    for tile in tiles(shape, core, _last(names)):
-        y0, y1, x0, x1 = tile.padded
-        feats = encoder(image[..., y0:y1, x0:x1], names)
-        for name in names:
-            local, _ = _feature_slices(tile, name, shape, _full_feature_shape(shape, name))
-            f = feats[name][..., local[0], local[1]]
-            f2 = f.reshape(f.shape[1], -1).float()
-            g = f2 @ f2.t()
-            sums[name] = sums[name].add_(g) if name in sums else g
-        del feats
-    return {n: g / float(math.prod(_full_feature_shape(shape, n))) for n, g in sums.items()}
+    sizes: dict[str, int] = {}
+    for name, f, _, full in _tile_cores(encoder, image, layers, core):
+        f2 = f.reshape(f.shape[1], -1).float()
+        g = f2 @ f2.t()
+        sums[name] = sums[name].add_(g) if name in sums else g
+        sizes[name] = full[0] * full[1]
+    return {n: g / float(sizes[n]) for n, g in sums.items()}
 
 
 @torch.no_grad()
 def tiled_features(encoder: torch.nn.Module, image: torch.Tensor, layers: list[str], core: int
                    ) -> dict[str, torch.Tensor]:
     """The whole image's activations at ``layers``, assembled from tiles' cores (exact)."""
-    names = sorted({resolve_layer(n) for n in layers})
-    shape = (image.shape[-2], image.shape[-1])
     out: dict[str, torch.Tensor] = {}
-    for tile in tiles(shape, core, _last(names)):
-        y0, y1, x0, x1 = tile.padded
-        feats = encoder(image[..., y0:y1, x0:x1], names)
-        for name in names:
-            full = _full_feature_shape(shape, name)
-            local, whole = _feature_slices(tile, name, shape, full)
-            f = feats[name]
-            if name not in out:
-                out[name] = f.new_empty((1, f.shape[1], *full))
-            out[name][..., whole[0], whole[1]] = f[..., local[0], local[1]]
-        del feats
+    for name, f, (wy, wx), full in _tile_cores(encoder, image, layers, core):
+        if name not in out:
+            out[name] = f.new_empty((1, f.shape[1], *full))
+        out[name][..., wy, wx] = f
     return out
 
 
