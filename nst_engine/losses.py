@@ -67,7 +67,7 @@ class ContentLoss(FeatureLoss):
         super().__init__()
         self.layer = resolve_layer(layer)
         self.weight = weight * CONTENT_SCALE
-        self.register_buffer("target", target.detach(), persistent=False)
+        self.register_buffer("target", target.detach().float(), persistent=False)
 
     def forward(self, feats: Mapping[str, torch.Tensor]) -> torch.Tensor:
         return self.weight * F.mse_loss(feats[self.layer].float(), self.target)
