@@ -31,9 +31,13 @@ def read_image(path: str | os.PathLike[str], argument: str = "image") -> np.ndar
     if p.is_dir():
         raise InputError(argument, str(path), "is a folder, not an image file")
     try:
-        with Image.open(p) as im:
-            im.load()  # decodes now, so truncated files fail here
-            arr = _to_array(im)
+        tiff = _read_tiff(p) if p.suffix.lower() in (".tif", ".tiff") else None
+        if tiff is not None:
+            arr = tiff
+        else:
+            with Image.open(p) as im:
+                im.load()  # decodes now, so truncated files fail here
+                arr = _to_array(im)
     except UnidentifiedImageError:
         raise InputError(argument, str(path), "not an image file (or a format Pillow cannot read)") from None
     except PermissionError:
@@ -45,6 +49,27 @@ def read_image(path: str | os.PathLike[str], argument: str = "image") -> np.ndar
     if arr.shape[0] < 1 or arr.shape[1] < 1:
         raise InputError(argument, str(path), "image has no pixels")
     return arr
+
+
+def _read_tiff(p: Path) -> np.ndarray | None:
+    """A TIFF with its full precision (Pillow reads 16-bit colour as 8-bit); None to let Pillow try."""
+    import tifffile
+
+    try:
+        a = tifffile.imread(p)
+    except Exception:  # noqa: BLE001 - not a TIFF tifffile handles: Pillow gets its turn
+        return None
+    if a.ndim == 3 and a.shape[0] in (3, 4) and a.shape[2] not in (3, 4):
+        a = np.moveaxis(a, 0, 2)  # planar
+    if a.ndim == 2:
+        a = a[..., None]
+    if a.ndim != 3 or a.shape[2] not in (1, 2, 3, 4) or a.dtype not in (np.uint8, np.uint16, np.float32, np.float64):
+        return None
+    gray = a.shape[2] <= 2
+    rgb = np.repeat(a[..., :1], 3, axis=2) if gray else a[..., :3]
+    alpha = a[..., 1:2] if a.shape[2] == 2 else a[..., 3:4] if a.shape[2] == 4 else None
+    out = to_unit_float(rgb if alpha is None else np.concatenate([rgb, alpha], axis=2), "image")
+    return np.clip(out, 0.0, 1.0)
 
 
 def _to_array(im: Image.Image) -> np.ndarray:
@@ -76,17 +101,32 @@ def check_output_path(path: str | os.PathLike[str], argument: str = "output") ->
 
 
 def write_image(path: str | os.PathLike[str], image: np.ndarray) -> Path:
-    """Write float 0..1 HxWx3/4 (or uint8) atomically: a temp file in the same folder, then rename."""
+    """Write float 0..1 HxWx3/4 (or uint8) atomically: a temp file in the same folder, then rename.
+
+    TIFF is written with 16 bits per channel (unless ``image`` is uint8), so a 16-bit photo keeps
+    its precision; the other formats are 8-bit.
+    """
     p = check_output_path(path)
-    arr = image if image.dtype == np.uint8 else (np.clip(image, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
-    mode = {3: "RGB", 4: "RGBA"}[arr.shape[2]]
     fmt = WRITABLE[p.suffix.lower()]
+    deep = fmt == "TIFF" and image.dtype != np.uint8
+    if deep:
+        arr = (np.clip(image, 0.0, 1.0) * 65535.0 + 0.5).astype(np.uint16)
+    else:
+        arr = image if image.dtype == np.uint8 else (np.clip(image, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
+    mode = {3: "RGB", 4: "RGBA"}[arr.shape[2]]
     if fmt == "JPEG" and mode == "RGBA":
         arr, mode = arr[..., :3], "RGB"
     fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".part", dir=p.parent if str(p.parent) else ".")
     try:
-        with os.fdopen(fd, "wb") as f:
-            Image.fromarray(np.ascontiguousarray(arr), mode).save(f, fmt)
+        if deep:
+            import tifffile
+
+            os.close(fd)
+            tifffile.imwrite(tmp, np.ascontiguousarray(arr), photometric="rgb", compression="zlib",
+                             extrasamples=["unassalpha"] if mode == "RGBA" else None)
+        else:
+            with os.fdopen(fd, "wb") as f:
+                Image.fromarray(np.ascontiguousarray(arr), mode).save(f, fmt)
         os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; a new image gets the usual mode
         os.replace(tmp, p)
     except BaseException:

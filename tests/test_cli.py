@@ -201,3 +201,28 @@ def test_progress_bar_omits_a_missing_loss() -> None:
     bar(Progress("stylize", 2, 2, 1234.5, {}, 1.0, 0.0))
     text = out.getvalue()
     assert "nan" not in text and "loss 1.234e+03" in text
+
+
+def test_tiff_keeps_16_bits(tmp_path: Path) -> None:
+    import tifffile
+
+    from nst_engine.errors import InputError
+    from nst_engine.image import read_image, write_image
+
+    rng = np.random.default_rng(0)
+    deep = (rng.random((12, 17, 3)) * 65535).astype(np.uint16)
+    tifffile.imwrite(tmp_path / "in16.tif", deep, photometric="rgb")
+    a = read_image(tmp_path / "in16.tif")
+    assert np.abs(a - deep / 65535.0).max() < 1e-6  # Pillow alone would give 8-bit steps
+    gray = (rng.random((9, 8)) * 65535).astype(np.uint16)
+    tifffile.imwrite(tmp_path / "gray16.tif", gray)
+    assert np.abs(read_image(tmp_path / "gray16.tif")[..., 1] - gray / 65535.0).max() < 1e-6
+    # Written back: 16 bits per channel (alpha too), at most half a 16-bit step from the input.
+    rgba = rng.random((12, 17, 4)).astype(np.float32)
+    write_image(tmp_path / "out.tif", rgba)
+    back = tifffile.imread(tmp_path / "out.tif")
+    assert back.dtype == np.uint16 and back.shape == (12, 17, 4)
+    assert np.abs(read_image(tmp_path / "out.tif") - rgba).max() <= 0.5 / 65535 + 1e-7
+    (tmp_path / "broken.tif").write_bytes((tmp_path / "out.tif").read_bytes()[:60])
+    with pytest.raises(InputError, match="broken.tif"):
+        read_image(tmp_path / "broken.tif")
