@@ -117,7 +117,8 @@ def optimize(
     CPU, where it is free; every ``SYNC_EVERY_CUDA`` on a GPU, so the device never waits on
     Python). Progress callbacks for the steps in between arrive together at each read.
     """
-    opt = PixelOptimizer(image, objective, optimizer, lr, history)
+    # A run of n steps never stores more than n pairs: allocate no more (same results, less memory).
+    opt = PixelOptimizer(image, objective, optimizer, lr, max(1, min(history, steps)))
     k = sync_every or (1 if image.device.type == "cpu" else SYNC_EVERY_CUDA)
     losses: list[float] = []
     t0 = time.perf_counter()

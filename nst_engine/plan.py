@@ -147,13 +147,13 @@ def make_plan(
     plan = []
     for long_side, n in schedule(size, steps, scales, scale_steps):
         shape = fit_long_side(*image_shape, long_side)
-        m, t = history, tile if tile and tile < max(shape) else 0
+        m, t = max(1, min(history, n)), tile if tile and tile < max(shape) else 0  # n steps store ≤ n pairs
         floor = TILE_BELOW_HISTORY if tileable and not t else MIN_HISTORY
         while m > floor and estimate_bytes(shape, deepest, m, tile=t) > budget:
             m = max(floor, m // 2)
         if estimate_bytes(shape, deepest, m, tile=t) > budget and tileable and not t:
             # Tiles: the largest that fits, with the L-BFGS memory shrunk further only if needed.
-            m = min(history, TILE_BELOW_HISTORY)
+            m = min(m, TILE_BELOW_HISTORY)
             while m > MIN_HISTORY and not _largest_tile(shape, deepest, m, budget):
                 m = max(MIN_HISTORY, m // 2)
             t = _largest_tile(shape, deepest, m, budget)
