@@ -119,9 +119,10 @@ def _compare_lite(args: argparse.Namespace, photo: np.ndarray, ours: dict[str, f
 
 
 def seam(args: argparse.Namespace) -> None:
-    from nst_engine.models import _starts, load_model, stylize_model
+    from nst_engine.models import _starts, auto_tile, load_model, stylize_model
 
     w, h = args.size
+    args.tile = args.tile or auto_tile(load_model(args.model, "cpu"))
     img = _photo(w, h)
     t = time.perf_counter()
     whole = stylize_model(img, args.model, tile=max(w, h), overlap=0, device="cpu")
@@ -175,7 +176,8 @@ def main() -> None:
         s = sub.add_parser(name)
         s.add_argument("model")
         s.add_argument("--size", type=_size, default=default, help=f"WxH [default: {default[0]}x{default[1]}]")
-        s.add_argument("--tile", type=int, default=DEFAULT_TILE)
+        s.add_argument("--tile", type=int, default=1024 if name == "seam" else DEFAULT_TILE,
+                       help="tile side (0: automatic)")
         s.add_argument("--overlap", type=int, default=DEFAULT_OVERLAP)
         s.set_defaults(func=func)
     args = p.parse_args()

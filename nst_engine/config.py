@@ -42,7 +42,7 @@ class StyleConfig:
     tile: int = field(
         default=0, metadata=_opt("tile side in px. The optimizer evaluates in exact tiles of this size "
                                  "(0: only scales that do not fit --max-memory); --model runs in tiles of this "
-                                 "side (0: 1024)", lo=0, hi=MAX_SIZE)
+                                 "side (0: the largest that fits 2 GiB)", lo=0, hi=MAX_SIZE)
     )
     # --- optimizer ---------------------------------------------------------------------------
     steps: int = field(default=500, metadata=_opt("optimizer steps (one loss+gradient evaluation each)", lo=0, hi=10**6))

@@ -219,6 +219,22 @@ def _onnx_model(path: Path, *, marker: bool = True, channels: int = 3, fixed: bo
     return path
 
 
+def test_automatic_tile_follows_the_network_and_the_budget(trained) -> None:  # noqa: ANN001
+    from nst_engine.models import BYTES_PER_PIXEL, auto_tile, load_model
+
+    info = load_model(trained[0].model, "cpu")
+    light = auto_tile(info, budget=2 * 1024**3)
+    assert info.metadata["variant"] == "light" and light % 64 == 0 and 512 <= light <= 8192
+    assert light * light * BYTES_PER_PIXEL[info.metadata["variant"]] <= 2 * 1024**3
+    assert auto_tile(info, budget=256 * 1024**2) < light  # a smaller budget, smaller tiles
+    original = info.metadata  # the session is cached: put its metadata back
+    try:
+        info.metadata = {**original, "variant": "standard"}
+        assert auto_tile(info, budget=2 * 1024**3) < light  # the standard net needs more per pixel
+    finally:
+        info.metadata = original
+
+
 def test_tiles_blend_without_seams(tmp_path: Path) -> None:
     model = _onnx_model(tmp_path / "local.onnx")
     img = small("sample:coffee", 200)  # 133x200

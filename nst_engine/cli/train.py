@@ -156,7 +156,7 @@ def run_model_stylize(args: argparse.Namespace) -> int:
     import numpy as np
 
     from ..image import check_output_path, write_image
-    from ..models import DEFAULT_TILE, stylize_model
+    from ..models import stylize_model
     from ..samples import load
 
     out = check_output_path(args.output)
@@ -165,7 +165,7 @@ def run_model_stylize(args: argparse.Namespace) -> int:
     device = "cuda" if device.startswith("cuda") else device
     bar = ProgressBar(enabled=False if getattr(args, "quiet", False) else None)
     try:
-        result = stylize_model(content, args.model, strength=args.strength, tile=getattr(args, "tile", 0) or DEFAULT_TILE, overlap=args.overlap,
+        result = stylize_model(content, args.model, strength=args.strength, tile=getattr(args, "tile", 0), overlap=args.overlap,
                                device=device, callback=bar)
     finally:
         bar.close()
