@@ -128,8 +128,7 @@ def tiled_grams(encoder: torch.nn.Module, image: torch.Tensor, layers: list[str]
     sums: dict[str, torch.Tensor] = {}
     sizes: dict[str, int] = {}
     for name, f, _, full in _tile_cores(encoder, image, layers, core):
-        f2 = f.reshape(f.shape[1], -1).float()
-        g = f2 @ f2.t()
+        g = gram(f, 1.0)  # the sum F·Fᵀ over this core; divided by the whole map's size below
         sums[name] = sums[name].add_(g) if name in sums else g
         sizes[name] = full[0] * full[1]
     return {n: g / float(sizes[n]) for n, g in sums.items()}
@@ -174,7 +173,6 @@ class TiledObjective:
         shape = (x.shape[-2], x.shape[-1])
         obj = self.objective
         styles = [t for t in obj.style if isinstance(t, GramLoss)]
-        layer_list = sorted(self.layers)
         parts = dict.fromkeys(("content", "style", "tv"), x.new_zeros(()))
         grad = torch.zeros_like(x) if need_grad else None
         cover = tiles(shape, self.core, self.last)

@@ -85,7 +85,7 @@ def precision(name: str, device: torch.device) -> Iterator[str]:
     """
     name = resolve_precision(name, device)
     token = _PRECISION.set(name)
-    old_tf32 = torch.backends.cudnn.allow_tf32
+    old_tf32, old_benchmark = torch.backends.cudnn.allow_tf32, torch.backends.cudnn.benchmark
     if device.type == "cuda":
         torch.backends.cudnn.allow_tf32 = name != "fp32"
         torch.backends.cudnn.benchmark = True  # fixed sizes for hundreds of steps: autotuning pays
@@ -93,7 +93,7 @@ def precision(name: str, device: torch.device) -> Iterator[str]:
         yield name
     finally:
         _PRECISION.reset(token)
-        torch.backends.cudnn.allow_tf32 = old_tf32
+        torch.backends.cudnn.allow_tf32, torch.backends.cudnn.benchmark = old_tf32, old_benchmark
 
 
 class _Normalize(nn.Module):
