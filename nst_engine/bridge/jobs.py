@@ -15,8 +15,8 @@ import numpy as np
 
 from ..config import StyleConfig
 from ..errors import EngineRuntimeError, InputError
+from .timing import MIN_PROCESSED, processed_long as _processed_long  # noqa: F401 (the dialog counts the same)
 
-MIN_PROCESSED = 64  # px: the long side below which VGG-19's deep layers see next to nothing
 MARGIN = 32  # px of context around a selection (the plug-in sends it; the compositor reuses it)
 
 Progress = Callable[[dict[str, Any]], None]
@@ -104,12 +104,6 @@ def _scale(params: dict[str, Any], region_long: int) -> float:
     size = int(_param(params, "size", StyleConfig.size))
     ref = int(_param(params, "layer_long_side", region_long)) or region_long
     return size / max(1, ref)
-
-
-def _processed_long(long_side: int, scale: float) -> int:
-    from ..config import MAX_SIZE
-
-    return int(min(MAX_SIZE, max(min(MIN_PROCESSED, long_side * 4), round(long_side * scale))))
 
 
 def _preserve_colors(params: dict[str, Any]) -> str:
