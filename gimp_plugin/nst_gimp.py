@@ -31,12 +31,31 @@ except ImportError as e:  # pragma: no cover - a broken installation
 
 PROC_STYLIZE = "plug-in-nst-stylize"
 PROC_TEXTURE = "plug-in-nst-texture"
-PLUGIN_BINARY = "nst-gimp"
 RGBA = "R'G'B'A float"  # perceptual (sRGB-encoded) float: keeps 16/32-bit precision
 MASK = "Y float"  # selections and layer masks are linear coverage
 MARGIN = 32  # px of context around a selection
 SPEC_FILE = os.path.join(HERE, "nst-gimp-args.json")
+OTHER_MODEL = "file"  # the Model choice that uses Model file (see nst_engine/bridge/arguments.py)
 INSTALL_HINT = "Run `nst gimp-install` from the Python environment where nst-gimp is installed, then restart GIMP."
+
+
+STYLIZE_HELP = """\
+Neural style transfer: for every selected layer, a new layer just above it holds the layer
+repainted. With a selection, only the selection (plus context) is processed and blended back,
+and the new layer gets the selection as its mask. The originals are not modified.
+
+method "iterative" (Gatys et al.; the default for scripts) optimises the pixels towards the style
+of style-layer (a layer of any open image) or, when that is unset, style-file; steps, size and
+style-weight apply. It takes minutes on a CPU. method "model" runs a trained feed-forward
+network in one pass: model is the name of a shipped model (see the model argument's choices,
+e.g. "starry-night"), or "file" with model-file an .onnx file made by `nst train`; model-size is
+the long side the model paints at (0: full resolution). preserve-colors, composite, layer-mode
+and opacity apply to both methods.
+
+Example (Python-Fu): proc = Gimp.get_pdb().lookup_procedure("plug-in-nst-stylize");
+cfg = proc.create_config(); set image, drawables, then cfg.set_property("method", "model");
+cfg.set_property("model", "starry-night"); proc.run(cfg).
+"""
 
 
 class UserError(Exception):
@@ -93,13 +112,8 @@ class NeuralStyle(Gimp.PlugIn):
             proc.set_menu_label("_Neural Style Transfer...")
             proc.add_menu_path("<Image>/Filters/Artistic")
             proc.set_sensitivity_mask(Gimp.ProcedureSensitivityMask.DRAWABLE | Gimp.ProcedureSensitivityMask.DRAWABLES)
-            proc.set_documentation(
-                "Paint the selected layers in the style of another image",
-                "Neural style transfer (Gatys et al.): for every selected layer, a new layer just above it "
-                "holds the layer repainted in the style of a style image (a layer of any open image, or a "
-                "file). With a selection, only the selection (plus context) is processed and blended back, "
-                "and the new layer gets the selection as its mask. The originals are not modified.",
-                name)
+            proc.set_documentation("Paint the selected layers in the style of another image or of a trained model",
+                                   STYLIZE_HELP, name)
         else:
             proc = Gimp.ImageProcedure.new(self, name, Gimp.PDBProcType.PLUGIN, run_texture, None)
             proc.set_menu_label("Neural _Texture...")
@@ -117,103 +131,6 @@ class NeuralStyle(Gimp.PlugIn):
             for a in spec["procedures"][name]:
                 add_argument(proc, a)
         return proc
-
-
-# ---------------------------------------------------------------------------------------------
-# dialog
-# ---------------------------------------------------------------------------------------------
-
-GROUPS = {
-    PROC_STYLIZE: [("style", "Style", ["style-layer", "style-file"]),
-                   ("engine", "Engine", ["method", "model", "steps", "size", "style-weight"]),
-                   ("result", "Result", ["preserve-colors", "composite", "layer-mode", "opacity"])],
-    PROC_TEXTURE: [("style", "Style", ["style-layer", "style-file"]),
-                   ("engine", "Engine", ["steps", "size", "seed"]),
-                   ("result", "Result", ["layer-mode", "opacity"])],
-}
-
-
-INTRO = {
-    PROC_STYLIZE: "Repaints each selected layer in the style of the style image, on a new layer above it "
-                  "(only the selection, if there is one). Your layers are not changed.",
-    PROC_TEXTURE: "Fills a new layer, the size of the canvas or the selection, with a texture in the style "
-                  "of the style image.",
-}
-
-
-def _refresh_layer_preview(dialog, config):
-    """GIMP 3.0's layer chooser draws no thumbnail for a value set before it was laid out:
-    set the value again once the dialog is on screen."""
-    layer = config.get_property("style-layer") if config.find_property("style-layer") else None
-    if layer is None:
-        return
-    try:
-        chooser = dialog.get_widget("style-layer", GObject.TYPE_NONE)
-    except Exception:
-        return
-
-    def again(*_):
-        try:
-            chooser.set_drawable(layer)
-        except Exception:
-            pass
-        return False
-
-    chooser.connect("size-allocate", lambda *a: GLib.idle_add(again))
-
-
-def show_dialog(procedure, config, spec, engine):
-    """The dialog generated from the procedure's arguments. False if the user cancelled."""
-    gi.require_version("GimpUi", "3.0")
-    from gi.repository import GimpUi
-
-    GimpUi.init(PLUGIN_BINARY)
-    if engine is not None:
-        try:  # warm the engine up while the user is choosing settings
-            engine.prestart()
-        except Exception:
-            pass  # the run reports engine problems with a proper message
-    name = procedure.get_name()
-    title = "Neural Style Transfer" if name == PROC_STYLIZE else "Neural Texture"
-    dialog = GimpUi.ProcedureDialog.new(procedure, config, title)
-    if os.environ.get("NST_GIMP_DEBUG"):
-        print("[nst-gimp] style-layer in dialog:", config.get_property("style-layer"), file=sys.stderr, flush=True)
-    args = {a["name"]: a for a in spec["procedures"][name]}
-    for a in args.values():  # sliders over a useful range; typing still allows the full range
-        if a["type"] in ("int", "double") and a.get("soft"):
-            try:
-                w = dialog.get_widget(a["name"], GimpUi.SpinScale)
-                w.set_scale_limits(a["soft"][0], a["soft"][1])
-                if "digits" in a:
-                    w.set_digits(a["digits"])
-            except Exception:
-                pass
-    frames = []
-    for key, title_text, names in GROUPS[name]:
-        names = [n for n in names if n in args]
-        dialog.get_label(key + "-title", title_text, False, False)
-        dialog.fill_box(key + "-box", names)
-        dialog.fill_frame(key + "-frame", key + "-title", False, key + "-box")
-        frames.append(key + "-frame")
-    if "model" in args:
-        try:
-            values = Gimp.ValueArray.new(1)
-            values.append(GObject.Value(GObject.TYPE_STRING, "model"))
-            dialog.set_sensitive_if_in("model", None, "method", values, True)
-        except Exception:
-            pass
-    intro = dialog.get_label("intro", INTRO[name], False, False)
-    try:
-        intro.set_line_wrap(True)
-        intro.set_max_width_chars(48)
-        intro.set_xalign(0.0)
-    except Exception:
-        pass
-    dialog.fill(["intro"] + frames)
-    _refresh_layer_preview(dialog, config)
-    ok = dialog.run()
-    dialog.destroy()
-    return ok
 
 
 # ---------------------------------------------------------------------------------------------
@@ -273,7 +190,11 @@ def _run(procedure, run_mode, image, drawables, config, body):
     except bridge.BridgeError as e:
         engine_error = str(e)
     if run_mode == Gimp.RunMode.INTERACTIVE:
-        if not show_dialog(procedure, config, spec, engine):
+        try:
+            import nst_gimp_dialog  # next to this file; GimpUi is needed for dialogs only
+        except ImportError as e:
+            return error_values(procedure, "The NST plug-in is not installed completely (%s). %s" % (e, INSTALL_HINT))
+        if not nst_gimp_dialog.show_dialog(procedure, config, spec, engine, _dialog_regions(procedure, image, drawables)):
             return procedure.new_return_values(Gimp.PDBStatusType.CANCEL, GLib.Error())
     try:
         if image.get_base_type() == Gimp.ImageBaseType.INDEXED:
@@ -316,6 +237,22 @@ def _params(config, spec, proc_name):
             continue
         params[a["name"].replace("-", "_")] = config.get_property(a["name"])
     return params
+
+
+def _model(config, spec):
+    """(model for the engine: a shipped name or an .onnx path, its name for the new layer)."""
+    nick = config.get_property("model")
+    if nick == OTHER_MODEL:
+        gfile = config.get_property("model-file")
+        path = gfile.get_path() if gfile is not None else None
+        if not path:
+            raise UserError("Choose the model's .onnx file (Model file), or one of the shipped models (Model).")
+        if not os.path.isfile(path):
+            raise UserError("The model file %s does not exist. Choose another Model file." % path)
+        return path, os.path.splitext(os.path.basename(path))[0]
+    arg = next((a for a in spec["procedures"][PROC_STYLIZE] if a["name"] == "model"), {})
+    label = next((c.get("label") for c in arg.get("choices", []) if c["nick"] == nick), None) or nick
+    return nick, label.split(" (")[0]
 
 
 def _style(config):
@@ -380,7 +317,7 @@ def _layer_mode(spec, nick):
     return getattr(Gimp.LayerMode, member, Gimp.LayerMode.NORMAL)
 
 
-def stylize(procedure, image, drawables, config, spec, engine):
+def _layers(drawables):
     layers = []
     for d in drawables:
         if not d.is_layer() or d.is_layer_mask():
@@ -390,25 +327,60 @@ def stylize(procedure, image, drawables, config, spec, engine):
         layers.append(d)
     if not layers:
         raise UserError("Select at least one layer to stylize.")
+    return layers
+
+
+def _targets(image, layers):
+    """[(layer, (x0, y0, w, h))]: the part of each layer to process (the selection plus MARGIN
+    px of context, or the whole layer); layers the selection does not touch are left out."""
+    has_selection = not Gimp.Selection.is_empty(image)
+    out = []
+    for layer in layers:
+        w, h = layer.get_width(), layer.get_height()
+        if not has_selection:
+            out.append((layer, (0, 0, w, h)))
+            continue
+        ok, sx, sy, sw, sh = layer.mask_intersect()
+        if not ok or sw <= 0 or sh <= 0:
+            continue  # the selection does not touch this layer
+        x0, y0 = max(0, sx - MARGIN), max(0, sy - MARGIN)
+        x1, y1 = min(w, sx + sw + MARGIN), min(h, sy + sh + MARGIN)
+        out.append((layer, (x0, y0, x1 - x0, y1 - y0)))
+    return out
+
+
+def _dialog_regions(procedure, image, drawables):
+    """(layer long side, region height, region width) per layer to process, for the dialog's estimate."""
+    if procedure.get_name() != PROC_STYLIZE:
+        return []
+    try:
+        return [(max(l.get_width(), l.get_height()), rh, rw)
+                for l, (_, _, rw, rh) in _targets(image, _layers(list(drawables or [])))]
+    except Exception:  # the run reports bad drawables properly
+        return []
+
+
+def stylize(procedure, image, drawables, config, spec, engine):
+    layers = _layers(drawables)
     params = _params(config, spec, PROC_STYLIZE)
-    style_name, style_params, style_arrays = _style(config)
-    params.update(style_params)
+    method = params.get("method", "iterative")
+    if method == "model":
+        params["model"], label = _model(config, spec)
+        label, style_arrays = "%s (model)" % label, {}
+    else:
+        style_name, style_params, style_arrays = _style(config)
+        params.update(style_params)
+        label = "%s (%s)" % (style_name, method)
     has_selection = not Gimp.Selection.is_empty(image)
     selection = image.get_selection()
-    progress = _Progress("Neural Style Transfer", len(layers))
+    targets = _targets(image, layers)
+    if not targets:
+        raise UserError("The selection does not overlap the selected layer(s): nothing to stylize.")
+    progress = _Progress("Neural Style Transfer", len(targets))
     results = []
-    for i, layer in enumerate(layers):
+    for i, (layer, (x0, y0, rw, rh)) in enumerate(targets):
         w, h = layer.get_width(), layer.get_height()
         ox, oy = offsets(layer)
-        if has_selection:
-            ok, sx, sy, sw, sh = layer.mask_intersect()
-            if not ok or sw <= 0 or sh <= 0:
-                continue  # the selection does not touch this layer
-            x0, y0 = max(0, sx - MARGIN), max(0, sy - MARGIN)
-            x1, y1 = min(w, sx + sw + MARGIN), min(h, sy + sh + MARGIN)
-        else:
-            x0, y0, x1, y1 = 0, 0, w, h
-        rw, rh = x1 - x0, y1 - y0
         arrays = dict(style_arrays)
         arrays["content"] = ([rh, rw, 4], read_pixels(layer, x0, y0, rw, rh))
         if has_selection:
@@ -431,13 +403,8 @@ def stylize(procedure, image, drawables, config, spec, engine):
         if header.get("note"):
             Gimp.message(header["note"])
         results.append((layer, (x0, y0, rw, rh), image_px[1], mask_px[1] if has_selection else None))
-    if not results:
-        raise UserError("The selection does not overlap the selected layer(s): nothing to stylize.")
 
     # Everything computed: now change the image, as one undo step.
-    method = params.get("method", "iterative")
-    label = params.get("model") or "model" if method == "model" else method
-    name = "%s (%s)" % (style_name, label)
     mode = _layer_mode(spec, params.get("layer_mode", "normal"))
     opacity = params.get("opacity", 100.0)
     Gimp.progress_set_text("Adding the new layers...")
@@ -446,7 +413,7 @@ def stylize(procedure, image, drawables, config, spec, engine):
         for layer, (x0, y0, rw, rh), pixels, mask in results:
             w, h = layer.get_width(), layer.get_height()
             ox, oy = offsets(layer)
-            new = _new_layer(image, name, w, h, opacity, mode)
+            new = _new_layer(image, label, w, h, opacity, mode)
             image.insert_layer(new, layer.get_parent(), image.get_item_position(layer))
             new.set_offsets(ox, oy)
             if (x0, y0, rw, rh) != (0, 0, w, h):

@@ -3,8 +3,12 @@
 Installs ``plug-ins/nst-gimp/``::
 
     nst-gimp.py          the plug-in (executable; GIMP runs plug-ins/NAME/NAME.py)
-    nst_bridge/          the bridge client (standard library only) copied from nst_engine.bridge
-    nst-gimp-args.json   the procedures' arguments, generated from StyleConfig
+    nst_gimp_dialog.py   its dialogs (imported for interactive runs only)
+    nst_bridge/          the bridge client and the time estimate (standard library only), copied
+                         from nst_engine.bridge
+    nst-gimp-args.json   the procedures' arguments, generated from StyleConfig and from what the
+                         engine's Python reports (`engine_facts`): the shipped models, whether
+                         CUDA is there, the measured cost of an optimizer step
     nst-bridge.json      where the engine is: this Python and the folder holding nst_engine
 
 into every GIMP 3.x user folder found (native, and Flatpak on Linux), or into the default one of
@@ -19,10 +23,14 @@ import os
 import re
 import shutil
 import stat
+import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .bridge.arguments import EngineFacts
 
 PLUGIN_NAME = "nst-gimp"
 DESCRIPTION = """Install the GIMP 3 plug-in into GIMP's user folder and point it at this engine.
@@ -31,7 +39,9 @@ Puts plug-ins/nst-gimp/ (the plug-in, its bridge client, its arguments generated
 settings, and nst-bridge.json naming this Python) into every GIMP 3.x user folder found (Linux:
 ~/.config/GIMP/3.x and the Flatpak's ~/.var/app/org.gimp.GIMP/config/GIMP/3.x; macOS:
 ~/Library/Application Support/GIMP/3.x; Windows: %APPDATA%\\GIMP\\3.x), or creates the default one
-if there is none yet. Safe to run again; restart GIMP afterwards."""
+if there is none yet. The dialog's time estimate comes from one optimizer step timed on this
+computer (the first time only; --remeasure times it again). Safe to run again; restart GIMP
+afterwards."""
 NEWEST_KNOWN = "3.0"  # the user folder to create when no GIMP 3.x folder exists yet
 _VERSION_DIR = re.compile(r"^3\.(\d+)$")
 
@@ -95,28 +105,85 @@ def bridge_config(engine_python: str | None = None) -> dict[str, Any]:
     }
 
 
-def plugin_files(engine_python: str | None = None) -> dict[str, tuple[bytes, int]]:
+def engine_facts(remeasure: bool = False) -> "EngineFacts":
+    """What the plug-in's spec needs to know about this Python's engine: the shipped models,
+    whether CUDA is available, and the step cost (`nst_engine.estimate`, measured once per
+    machine and cached)."""
+    import torch
+
+    from .estimate import step_cost
+    from .models import model_catalog
+
+    try:
+        models = [{"name": e.name, "painting": e.painting, "variant": e.variant} for e in model_catalog()]
+    except Exception as e:  # a damaged model file must not stop the installation
+        print(f"warning: could not list the shipped models ({e}); the dialog will offer .onnx files only",
+              file=sys.stderr)
+        models = []
+    try:
+        cost: dict[str, Any] | None = step_cost(refresh=remeasure).to_spec()
+    except Exception as e:
+        print(f"warning: could not time an optimizer step ({e}); the dialog will show no time estimate",
+              file=sys.stderr)
+        cost = None
+    return {"models": models, "cuda": bool(torch.cuda.is_available()), "step_cost": cost}
+
+
+def _same_python(python: str) -> bool:
+    try:
+        return os.path.samefile(python, sys.executable)
+    except OSError:
+        return False
+
+
+def facts_for(engine_python: str | None = None, remeasure: bool = False) -> "EngineFacts":
+    """`engine_facts` as the engine's Python sees them: here when it is this Python, else by
+    running that Python (with the folder that holds nst_engine on its path)."""
+    print("Checking the engine: shipped models, CUDA, the speed of an optimizer step "
+          "(measured once per computer, a few seconds)...", file=sys.stderr, flush=True)
+    if not engine_python or _same_python(engine_python):
+        return engine_facts(remeasure)
+    code = ("import json, sys; sys.path.insert(0, sys.argv[1]); from nst_engine.gimp_install import engine_facts; "
+            "print('NST-FACTS ' + json.dumps(engine_facts(sys.argv[2] == '1')))")
+    try:
+        out = subprocess.run([engine_python, "-c", code, bridge_config(engine_python)["engine_pythonpath"],
+                              "1" if remeasure else "0"],
+                             capture_output=True, text=True, timeout=600, check=True).stdout
+        line = [x for x in out.splitlines() if x.startswith("NST-FACTS ")][-1]
+        return json.loads(line[len("NST-FACTS "):])  # type: ignore[no-any-return]
+    except (OSError, subprocess.SubprocessError, IndexError, ValueError) as e:
+        print(f"warning: {engine_python} could not report on its engine ({e}); using this Python's",
+              file=sys.stderr)
+        return engine_facts(remeasure)
+
+
+def plugin_files(engine_python: str | None = None, facts: "EngineFacts | None" = None) -> dict[str, tuple[bytes, int]]:
     """Relative path inside plug-ins/nst-gimp → (content, mode)."""
     from .bridge import arguments
 
+    if facts is None:
+        facts = facts_for(engine_python)
     bridge = Path(__file__).resolve().parent / "bridge"
     dump = lambda obj: (json.dumps(obj, indent=2, sort_keys=True) + "\n").encode("utf-8")  # noqa: E731
     init = b'"""NST bridge client (copied from nst_engine.bridge by `nst gimp-install`)."""\n'
+    plugin = _plugin_source()
     return {
-        f"{PLUGIN_NAME}.py": (_plugin_source().read_bytes(), 0o755),
+        f"{PLUGIN_NAME}.py": (plugin.read_bytes(), 0o755),
+        "nst_gimp_dialog.py": ((plugin.parent / "nst_gimp_dialog.py").read_bytes(), 0o644),
         "nst_bridge/__init__.py": (init, 0o644),
         "nst_bridge/protocol.py": ((bridge / "protocol.py").read_bytes(), 0o644),
         "nst_bridge/client.py": ((bridge / "client.py").read_bytes(), 0o644),
-        "nst-gimp-args.json": (dump(arguments.spec()), 0o644),
+        "nst_bridge/timing.py": ((bridge / "timing.py").read_bytes(), 0o644),
+        "nst-gimp-args.json": (dump(arguments.spec(facts)), 0o644),
         "nst-bridge.json": (dump(bridge_config(engine_python)), 0o644),
     }
 
 
-def install(gimp_dir: Path, engine_python: str | None = None) -> list[str]:
+def install(gimp_dir: Path, engine_python: str | None = None, facts: "EngineFacts | None" = None) -> list[str]:
     """Install into one GIMP user folder; returns what changed (empty: already up to date)."""
     target = gimp_dir / "plug-ins" / PLUGIN_NAME
     changed = []
-    for rel, (content, mode) in plugin_files(engine_python).items():
+    for rel, (content, mode) in plugin_files(engine_python, facts).items():
         path = target / rel
         path.parent.mkdir(parents=True, exist_ok=True)
         if not path.is_file() or path.read_bytes() != content:
@@ -129,7 +196,7 @@ def install(gimp_dir: Path, engine_python: str | None = None) -> list[str]:
             changed.append(f"{rel} (mode)")
     for stale in (target / "nst_bridge").glob("*.pyc"):
         stale.unlink()
-    if any(c.startswith("nst-gimp-args.json") or c.startswith("nst_bridge/") for c in changed):
+    if any(c.startswith(("nst-gimp-args.json", "nst_bridge/", "nst_gimp_dialog.py")) for c in changed):
         # GIMP re-reads a plug-in's procedures only when the plug-in file's mtime changes.
         now = time.time()
         os.utime(target / f"{PLUGIN_NAME}.py", (now, now))
@@ -152,6 +219,9 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--gimp-config-dir", metavar="DIR",
                    help="GIMP's user folder (e.g. ~/.config/GIMP/3.0); default: every GIMP 3.x folder found")
     p.add_argument("--uninstall", action="store_true", help="remove the plug-in instead")
+    p.add_argument("--remeasure", action="store_true",
+                   help="time an optimizer step again for the dialog's estimate (after a hardware change, or "
+                        "if it was measured while the computer was busy); it is cached otherwise")
     p.add_argument("--engine-python", metavar="PYTHON",
                    help="the Python the plug-in starts the engine with (default: this one, %(default)s)",
                    default=sys.executable)
@@ -175,8 +245,9 @@ def run(args: argparse.Namespace) -> int:
         print(f"error: --engine-python {python}: no such file", file=sys.stderr)
         return 2
     any_changed = False
+    facts = facts_for(python, getattr(args, "remeasure", False))
     for d in dirs:
-        changed = install(d, python)
+        changed = install(d, python, facts)
         any_changed = any_changed or bool(changed)
         where = d / "plug-ins" / PLUGIN_NAME / f"{PLUGIN_NAME}.py"
         print(f"{'installed' if changed else 'up to date:'} {where}")

@@ -2,6 +2,7 @@
 """Screenshot the plug-in's dialog in a real GIMP 3 (GUI under Xvfb, in the trixie chroot).
 
     sudo .venv/bin/python scripts/gimp_screenshot.py            # → docs/gimp-dialog.png
+    sudo .venv/bin/python scripts/gimp_screenshot.py --method iterative  # → docs/gimp-dialog-iterative.png
     sudo .venv/bin/python scripts/gimp_screenshot.py --texture  # → docs/gimp-texture-dialog.png
 
 Builds the chroot if needed (tests/gimp/gimpchroot.py), installs the plug-in into a throw-away
@@ -41,6 +42,8 @@ cfg.set_property("run-mode", Gimp.RunMode.INTERACTIVE)
 cfg.set_property("image", img)
 cfg.set_core_object_array("drawables", img.get_selected_layers())
 cfg.set_property("style-layer", style_img.get_layers()[0])
+if METHOD:
+    cfg.set_property("method", METHOD)
 if MODE == "progress":  # run it (no dialog) and let the shell side capture the progress bar
     cfg.set_property("run-mode", Gimp.RunMode.NONINTERACTIVE)
     cfg.set_property("steps", 200)
@@ -125,13 +128,17 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--texture", action="store_true", help="the Neural Texture dialog instead")
     ap.add_argument("--progress", action="store_true",
                     help="GIMP's window while a run is in progress (docs/gimp-progress.png)")
+    ap.add_argument("--method", choices=("iterative", "model"),
+                    help="open the stylize dialog on this method, as after its first use (default: what a first "
+                         "use shows: Model without CUDA, else Iterative)")
     ap.add_argument("--output", type=Path, help="PNG to write (default: docs/gimp-dialog.png)")
     ap.add_argument("--keep-style", type=Path, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     proc, title = ("plug-in-nst-texture", "Neural Texture") if args.texture else \
         ("plug-in-nst-stylize", "Neural Style Transfer")
     mode = "progress" if args.progress else "dialog"
-    default = "gimp-progress.png" if args.progress else "gimp-texture-dialog.png" if args.texture else "gimp-dialog.png"
+    default = "gimp-progress.png" if args.progress else "gimp-texture-dialog.png" if args.texture else \
+        "gimp-dialog-iterative.png" if args.method == "iterative" else "gimp-dialog.png"
     output = args.output or REPO / "docs" / default
     from nst_engine import gimp_install
 
@@ -141,11 +148,14 @@ def main(argv: list[str] | None = None) -> int:
         os.chmod(out, 0o755)
         demo_images(out)
         gimp_install.install(out / "config" / "GIMP" / "3.0", sys.executable)
+        if args.method:  # the dialog has been confirmed before: it shows the method it is given
+            (out / "config" / "GIMP" / "3.0" / "plug-ins" / "nst-gimp" / "nst-gimp-dialog.json").write_text(
+                '{"confirmed": true}\n')
         # a roomy main window, so the status bar has space for the progress text
         (out / "config" / "GIMP" / "3.0" / "sessionrc").write_text(
             '(session-info "toplevel"\n    (factory-entry "gimp-single-image-window")\n'
             '    (position 0 0)\n    (size 1280 820))\n')
-        (out / "gimp_side.py").write_text(f"PROC = {proc!r}\nMODE = {mode!r}\n" + GIMP_SIDE)
+        (out / "gimp_side.py").write_text(f"PROC = {proc!r}\nMODE = {mode!r}\nMETHOD = {args.method!r}\n" + GIMP_SIDE)
         (out / "shot.sh").write_text(SHELL_SIDE.replace("TITLE", title).replace("MODE", mode))
         try:
             r = gimpchroot.run(["sh", f"{INSIDE}/shot.sh"], root=root, extra_binds=[(str(out), INSIDE, False)],

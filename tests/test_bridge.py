@@ -315,6 +315,67 @@ def test_stylize_job_errors(monkeypatch):
         jobs.stylize({}, {"content": ([4, 4, 4], nan.tobytes())}, lambda m: None, threading.Event())
 
 
+def test_model_job_passes_colors_and_size(monkeypatch):
+    """The model method: preserve-colors and model-size reach stylize_model; model-size is for the
+    whole layer, so a selection's crop is painted at the layer's scale."""
+    from nst_engine import models
+
+    seen = []
+
+    def fake_stylize_model(content, model, *, model_size=0, preserve_colors="none", callback=None, stop=None, **kw):
+        seen.append({"shape": content.shape[:2], "model": model, "model_size": model_size,
+                     "preserve_colors": preserve_colors})
+        return np.full(content.shape[:2] + (3,), 0.5, np.float32)
+
+    monkeypatch.setattr(models, "stylize_model", fake_stylize_model)
+    content = np.random.default_rng(0).random((40, 60, 4), dtype=np.float32)
+    arrays = {"content": ([40, 60, 4], content.tobytes())}
+    base = {"method": "model", "model": "starry-night", "layer_long_side": 600}
+    for size, expected in ((300, 0), (30, 0), (0, 0)):  # crop 60 px of a 600 px layer: 30 → 64 floor ≥ 60: whole
+        header, out = jobs.stylize(dict(base, model_size=size, preserve_colors="linear"), arrays,
+                                   lambda m: None, threading.Event())
+        assert seen[-1] == {"shape": (40, 60), "model": "starry-night", "model_size": expected,
+                            "preserve_colors": "linear"}
+        assert out["image"][1].reshape(40, 60, 4)[..., :3].max() == 0.5
+    big = np.random.default_rng(1).random((400, 300, 4), dtype=np.float32)
+    jobs.stylize(dict(base, model_size=500, layer_long_side=1000, preserve_colors="luminance"),
+                 {"content": ([400, 300, 4], big.tobytes())}, lambda m: None, threading.Event())
+    assert seen[-1]["model_size"] == 200 and seen[-1]["preserve_colors"] == "luminance"
+    jobs.stylize(dict(base, model_size=1024, layer_long_side=400), {"content": ([400, 300, 4], big.tobytes())},
+                 lambda m: None, threading.Event())
+    assert seen[-1]["model_size"] == 0  # the layer is smaller than model-size: full resolution
+    from nst_engine.errors import InputError
+
+    n = len(seen)
+    for bad, match in (({"model_size": -1}, "model-size"), ({"model_size": 2.5}, "model-size"),
+                       ({"preserve_colors": "sepia"}, "preserve-colors"), ({"model": ""}, "choose a model")):
+        with pytest.raises(InputError, match=match):
+            jobs.stylize(dict(base, **bad), arrays, lambda m: None, threading.Event())
+    assert len(seen) == n  # refused before any work
+
+
+def test_model_job_with_a_real_model():
+    """A shipped model through the job (the first one from the catalog), with a selection."""
+    from nst_engine.models import model_catalog
+
+    catalog = model_catalog()
+    assert catalog, "no model ships in nst_engine/data/models"
+    rng = np.random.default_rng(3)
+    content = rng.random((48, 64, 4), dtype=np.float32)
+    mask = np.zeros((48, 64), np.float32)
+    mask[10:30, 12:40] = 1.0
+    arrays = {"content": ([48, 64, 4], content.tobytes()), "mask": ([48, 64], mask.tobytes())}
+    params = {"method": "model", "model": catalog[0].name, "model_size": 1024, "layer_long_side": 64,
+              "preserve_colors": "histogram", "composite": "none"}
+    header, out = jobs.stylize(params, arrays, lambda m: None, threading.Event())
+    img = out["image"][1].reshape(48, 64, 4)
+    lm = out["layer_mask"][1]
+    assert header["info"]["method"] == "model"
+    np.testing.assert_array_equal(img[mask == 0], content[mask == 0])
+    np.testing.assert_array_equal(lm[mask == 0], 0)
+    assert np.abs(img[mask == 1][:, :3] - content[mask == 1][:, :3]).mean() > 0.01
+
+
 def test_processing_scale_follows_the_layer():
     # size is the long side of the whole layer; a selection is processed at the layer's scale
     assert jobs._processed_long(1000, jobs._scale({"size": 500, "layer_long_side": 1000}, 1000)) == 500
@@ -348,8 +409,44 @@ def test_arguments_match_styleconfig():
             if a["type"] == "choice":
                 assert a["default"] in [c["nick"] for c in a["choices"]]
     stylize = {a["name"] for a in spec["procedures"]["plug-in-nst-stylize"]}
-    assert {"style-layer", "style-file", "method", "model", "steps", "size", "style-weight",
-            "preserve-colors", "composite", "layer-mode", "opacity"} <= stylize
+    assert {"style-layer", "style-file", "method", "model", "model-file", "model-size", "steps", "size",
+            "style-weight", "preserve-colors", "composite", "layer-mode", "opacity"} <= stylize
+    assert spec["estimate"] is None
+
+
+def test_arguments_from_engine_facts():
+    models = [{"name": "great-wave", "painting": "The Great Wave off Kanagawa (Hokusai, c. 1831)", "variant": "light"},
+              {"name": "starry-night", "painting": "The Starry Night (Vincent van Gogh, 1889)", "variant": "light"},
+              {"name": "starry-night-big", "painting": "The Starry Night (Vincent van Gogh, 1889)",
+               "variant": "standard"}]
+    cost = {"a": 0.1, "b": 1e-5, "device": "cpu", "single_scale_max": 1024, "coarsest": 512}
+    spec = arguments.spec({"models": models, "cuda": False, "step_cost": cost})
+    args = {a["name"]: a for a in spec["procedures"]["plug-in-nst-stylize"]}
+    model = args["model"]
+    assert [c["nick"] for c in model["choices"]] == ["great-wave", "starry-night", "starry-night-big", "file"]
+    assert [c["label"] for c in model["choices"]] == [
+        "The Great Wave off Kanagawa (Hokusai, c. 1831)", "The Starry Night (Vincent van Gogh, 1889), light",
+        "The Starry Night (Vincent van Gogh, 1889), standard", "Other .onnx file…"]
+    assert model["default"] == "starry-night" and "great-wave" in model["blurb"]
+    assert args["method"]["default"] == "iterative"  # scripts keep the iterative default...
+    assert args["method"]["dialog_default"] == "model"  # ...the dialog opens on Model without CUDA
+    assert args["model-file"]["type"] == "file" and args["model-file"]["show_if"] == {"method": ["model"],
+                                                                                        "model": ["file"]}
+    size = args["model-size"]
+    assert (size["type"], size["min"], size["default"]) == ("int", 0, 1024)
+    assert size["blurb"].startswith("Long side the model paints at") and size["show_if"] == {"method": ["model"]}
+    for name in ("steps", "size", "style-weight", "style-layer", "style-file"):
+        assert args[name]["show_if"] == {"method": ["iterative"]}, name
+    assert "show_if" not in args["preserve-colors"]  # both methods
+    assert spec["estimate"] == cost
+    # with CUDA the dialog stays iterative; without models only a file can be chosen, and the first
+    # shipped model is the default where there is no starry-night
+    assert {a["name"]: a for a in arguments.spec({"cuda": True})["procedures"]["plug-in-nst-stylize"]}[
+        "method"]["dialog_default"] == "iterative"
+    bare = {a["name"]: a for a in arguments.spec({})["procedures"]["plug-in-nst-stylize"]}
+    assert [c["nick"] for c in bare["model"]["choices"]] == ["file"] and bare["model"]["default"] == "file"
+    first = {a["name"]: a for a in arguments.spec({"models": models[:1]})["procedures"]["plug-in-nst-stylize"]}
+    assert first["model"]["default"] == "great-wave"
 
 
 # --------------------------------------------------------------------------------------------
@@ -363,18 +460,33 @@ def _run_install(*argv):
 
 
 def test_gimp_install_is_idempotent_and_uninstalls(tmp_path, capsys, monkeypatch):
+    from nst_engine import estimate, gimp_install
+
     monkeypatch.setenv("NST_BRIDGE_STATE_DIR", str(tmp_path / "st"))
+    monkeypatch.setenv("NST_CACHE_DIR", str(tmp_path / "cache"))
+    measured = []
+    monkeypatch.setattr(estimate, "measure", lambda *a, **k: measured.append(1) or [(6912, 0.05), (27648, 0.17)])
     gdir = tmp_path / "GIMP" / "3.0"
     assert _run_install("--gimp-config-dir", str(gdir)) == 0
     plug = gdir / "plug-ins" / "nst-gimp"
     main = plug / "nst-gimp.py"
     assert main.is_file() and os.access(main, os.X_OK)
-    for rel in ("nst_bridge/client.py", "nst_bridge/protocol.py", "nst_bridge/__init__.py", "nst-gimp-args.json"):
+    for rel in ("nst_bridge/client.py", "nst_bridge/protocol.py", "nst_bridge/__init__.py", "nst_bridge/timing.py",
+                "nst_gimp_dialog.py", "nst-gimp-args.json"):
         assert (plug / rel).is_file(), rel
     cfg = json.loads((plug / "nst-bridge.json").read_text())
     assert cfg["engine_python"] == sys.executable
     assert (Path(cfg["engine_pythonpath"]) / "nst_engine").is_dir()
-    assert json.loads((plug / "nst-gimp-args.json").read_text()) == json.loads(json.dumps(arguments.spec()))
+    installed = json.loads((plug / "nst-gimp-args.json").read_text())
+    assert installed == json.loads(json.dumps(arguments.spec(gimp_install.engine_facts())))
+    import torch
+    from nst_engine.models import model_catalog
+
+    assert installed["estimate"]["a"] == pytest.approx(0.01) and installed["estimate"]["b"] == pytest.approx(0.12 / 20736)
+    stylize = {a["name"]: a for a in installed["procedures"]["plug-in-nst-stylize"]}
+    assert [c["nick"] for c in stylize["model"]["choices"]] == [e.name for e in model_catalog()] + ["file"]
+    assert stylize["method"]["dialog_default"] == ("iterative" if torch.cuda.is_available() else "model")
+    assert measured == [1]  # measured once, then cached
     before = {p: p.stat().st_mtime_ns for p in plug.rglob("*")}
     capsys.readouterr()
     assert _run_install("--gimp-config-dir", str(gdir)) == 0
@@ -382,6 +494,32 @@ def test_gimp_install_is_idempotent_and_uninstalls(tmp_path, capsys, monkeypatch
     assert {p: p.stat().st_mtime_ns for p in plug.rglob("*")} == before
     assert _run_install("--gimp-config-dir", str(gdir), "--uninstall") == 0
     assert not plug.exists() and (gdir / "plug-ins").is_dir()
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="shell-script interpreters")
+def test_gimp_install_asks_the_engine_python(tmp_path, monkeypatch, capsys):
+    """--engine-python names another Python: the facts (models, CUDA, step cost) are that Python's."""
+    import torch
+
+    from nst_engine import estimate, gimp_install
+
+    monkeypatch.setenv("NST_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setattr(estimate, "measure", lambda *a, **k: [(6912, 0.05), (27648, 0.17)])
+    local = json.loads(json.dumps(gimp_install.engine_facts()))  # also fills the cache the other Python reads
+    other = tmp_path / "python"
+    other.write_text(f'#!/bin/sh\nOMP_NUM_THREADS={torch.get_num_threads()} exec {sys.executable} "$@"\n')
+    other.chmod(0o755)
+    assert gimp_install.facts_for(str(other)) == local
+    assert "could not" not in capsys.readouterr().err
+    broken = tmp_path / "broken"
+    broken.write_text("#!/bin/sh\nexit 3\n")
+    broken.chmod(0o755)
+    assert gimp_install.facts_for(str(broken)) == local  # with a warning: this Python's facts
+    assert "could not report on its engine" in capsys.readouterr().err
+    calls = []
+    monkeypatch.setattr(estimate, "measure", lambda *a, **k: calls.append(1) or [(6912, 0.1), (27648, 0.2)])
+    assert gimp_install.engine_facts(remeasure=True)["step_cost"]["b"] == pytest.approx(0.1 / 20736)
+    assert calls == [1]
 
 
 def test_gimp_install_finds_version_folders(tmp_path, monkeypatch):

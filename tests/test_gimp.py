@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -63,8 +64,14 @@ def gimp(tmp_path_factory):
     im = Image.new("RGB", (32, 32))
     im.putdata(px)
     im.save(out / "style.png")
+    from nst_engine.models import model_catalog
+
+    models = [e.name for e in model_catalog()]
+    if models:  # the first shipped model, also as a file of its own for Model "file"
+        shutil.copy(model_catalog()[0].path, out / "my-model.onnx")
     gimp_install.install(out / "config" / "GIMP" / "3.0", sys.executable)
     env = {
+        "NST_TEST_MODEL": models[0] if models else "",
         "HOME": f"{OUT_INSIDE}/home", "XDG_CONFIG_HOME": f"{OUT_INSIDE}/config",
         "NST_BRIDGE_STATE_DIR": f"{OUT_INSIDE}/state", "NST_GIMP_TIMING_LOG": f"{OUT_INSIDE}/timing.jsonl",
         "NST_TEST_OUT": OUT_INSIDE, "NST_TEST_PLUGIN_DIR": PLUGIN_INSIDE, "LANG": "C.UTF-8",
@@ -88,7 +95,8 @@ def gimp(tmp_path_factory):
         results = json.loads((out / "results.json").read_text())
     except (OSError, ValueError):
         pytest.fail(f"the GIMP driver wrote no results; GIMP output:\n{log[-4000:]}")
-    results["_meta"] = {"build_s": build_s, "gimp_s": gimp_s, "out": str(out), "log_tail": log[-3000:]}
+    results["_meta"] = {"build_s": build_s, "gimp_s": gimp_s, "out": str(out), "log_tail": log[-3000:],
+                        "models": models}
     server_log = out / "state" / "server.log"
     results["_meta"]["server_log"] = server_log.read_text() if server_log.exists() else ""
     print(f"\n[gimp] chroot ready in {build_s:.1f} s; GIMP session with all checks {gimp_s:.1f} s; output in {out}")
@@ -211,9 +219,51 @@ def test_indexed_image_is_refused_clearly(gimp):
     assert r["status"] == "execution-error" and "indexed" in r["message"] and not r["new_layers"]
 
 
-def test_model_method_reports_engine_message(gimp):
+def test_model_file_missing_is_a_clear_message(gimp):
     r = _check(gimp, "model_method")
-    assert r["status"] == "execution-error" and "choose a model" in r["message"] and not r["new_layers"]
+    assert r["status"] == "execution-error" and "Model file" in r["message"] and not r["new_layers"]
+
+
+def _first_model(gimp):
+    models = gimp["_meta"]["models"]
+    assert models, ("no model ships in nst_engine/data/models (nst_engine.models.model_catalog() is empty): "
+                    "the model method cannot be tested")
+    return models[0]
+
+
+def test_shipped_models_are_choices(gimp):
+    _first_model(gimp)
+    r = _check(gimp, "model_choices")
+    assert r["nicks"] == gimp["_meta"]["models"] + ["file"]
+    assert r["default"] == ("starry-night" if "starry-night" in r["nicks"] else r["nicks"][0])
+    assert r["model_size"] == [0, 20000, 1024]
+
+
+def test_shipped_model_on_16_bit_selection(gimp):
+    from nst_engine.models import model_catalog
+
+    name = _first_model(gimp)
+    r = _check(gimp, "model_u16_selection")
+    assert r["status"] == "success", r.get("message")
+    assert r["precision"] == "u16-non-linear"
+    assert len(r["new_layers"]) == 1 and r["above_source"], r
+    painting = model_catalog()[0].painting
+    assert r["new_layers"][0]["name"] == painting.split(" (")[0] + " (model)", (name, r["new_layers"])
+    assert r["new_layers"][0]["has_mask"] and r["n_inside"] == 30 * 22 and r["n_outside"] == 64 * 48 - 30 * 22
+    assert r["new_outside_max_diff"] == 0.0  # the new layer outside the selection is the original, bit for bit
+    assert r["mask_outside_max"] == 0.0 and r["mask_inside_min"] == 1.0
+    assert r["new_inside_mean_diff"] > 0.01 and r["shown_inside_mean_diff"] > 0.01  # the model painted inside
+    assert r["shown_outside_max_diff"] == 0.0  # what GIMP shows outside the selection is unchanged
+    assert r["inside_off_8bit_grid_fraction"] > 0.5  # written at 16 bit, not through 8 bit
+    assert r["source_unchanged"]
+
+
+def test_model_from_onnx_file(gimp):
+    _first_model(gimp)
+    r = _check(gimp, "model_file")
+    assert r["status"] == "success", r.get("message")
+    assert [l["name"] for l in r["new_layers"]] == ["my-model (model)"]
+    assert r["diff_new_vs_source"]["mean"] > 0.01 and r["source_unchanged"]
 
 
 def test_cancel_stops_engine_and_leaves_image(gimp):

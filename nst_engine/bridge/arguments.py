@@ -7,15 +7,23 @@ plug-in, and the plug-in registers its PDB arguments from that file. Arguments t
 help from the field itself, so the dialog, scripts and the CLI can never disagree; reinstalling
 after an engine upgrade refreshes them (the installer touches the plug-in so GIMP re-reads it).
 Arguments that only exist in GIMP (style layer, compositing, layer mode, ...) are declared here.
+
+Part of the spec depends on the engine's machine, learned by ``nst gimp-install`` (`EngineFacts`):
+the shipped models (the Model choice, labelled by painting, plus "Other .onnx file…"), whether
+CUDA is there (without it the dialog opens on the model method) and the measured step cost
+(``"estimate"``: the dialog's "about 4 min on this computer"). An argument's ``show_if``
+({argument: [values]}) tells the dialog when to show it; ``dialog_default`` is the value the
+dialog starts from the first time, where it differs from the PDB default that scripts get.
 """
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
+from collections.abc import Sequence
+from typing import Any, TypedDict
 
-from ..config import StyleConfig
+from ..config import MAX_SIZE, StyleConfig
 
-SPEC_VERSION = 1
+SPEC_VERSION = 2
 GINT_MAX = 2**31 - 1
 
 # StyleConfig fields the procedures expose, in dialog order, with dialog-only hints: the label,
@@ -104,22 +112,74 @@ def _result_arguments() -> list[dict[str, Any]]:
     ]
 
 
-def stylize_arguments() -> list[dict[str, Any]]:
+OTHER_MODEL = "file"  # the Model choice that uses Model file instead of a shipped model
+DEFAULT_MODEL = "starry-night"  # the default Model when it ships (else the first one)
+MODEL_SIZE_DEFAULT = 1024
+
+
+class EngineFacts(TypedDict, total=False):
+    """What ``nst gimp-install`` learns from the engine's Python (`nst_engine.gimp_install.engine_facts`)."""
+
+    models: list[dict[str, str]]  # shipped models: name, painting, variant (`nst_engine.models.model_catalog`)
+    cuda: bool  # torch.cuda.is_available() in the engine's environment
+    step_cost: dict[str, Any] | None  # `nst_engine.estimate.StepCost.to_spec()`, None if not measured
+
+
+def _model_choices(models: Sequence[dict[str, str]]) -> list[tuple[str, str, str]]:
+    """(nick, label, help) per shipped model, labelled by painting (with the variant where two
+    models paint the same picture), then the Other .onnx file choice."""
+    paintings = [m.get("painting") or m["name"] for m in models]
+    out = []
+    for m, painting in zip(models, paintings):
+        if m["name"] == OTHER_MODEL:
+            continue
+        label = painting if paintings.count(painting) == 1 else f"{painting}, {m.get('variant', m['name'])}"
+        out.append((m["name"], label, f"Shipped model {m['name']} ({m.get('variant', '?')})"))
+    out.append((OTHER_MODEL, "Other .onnx file…", "A model made by `nst train`: choose it in Model file"))
+    return out
+
+
+def _model_arguments(models: Sequence[dict[str, str]]) -> list[dict[str, Any]]:
+    choices = _model_choices(models)
+    names = [n for n, _, _ in choices if n != OTHER_MODEL]
+    default = DEFAULT_MODEL if DEFAULT_MODEL in names else (names[0] if names else OTHER_MODEL)
+    shipped = ", ".join(names) if names else "none installed"
+    only_model = {"method": ["model"]}
     return [
-        *_style_arguments(),
-        _choice("method", "_Method", "iterative: optimise the pixels (slow, any style); "
-                "model: a trained feed-forward network (fast, its own style)",
-                [("iterative", "Iterative (any style)", "Gatys et al.: optimises the image; slow"),
-                 ("model", "Feed-forward model", "A trained network: fast, one style per model")], "iterative"),
-        {"name": "model", "type": "string", "nick": "Mo_del",
-         "blurb": "Name of a shipped model or path of an .onnx file (method 'model' only)", "default": ""},
-        _config_argument("steps"),
-        _config_argument("size"),
-        _config_argument("style_weight"),
+        dict(_choice("model", "Mo_del", f"Method model: a shipped model by name ({shipped}), or '{OTHER_MODEL}' "
+                     "to use the .onnx file in Model file", choices, default), show_if=only_model),
+        {"name": "model-file", "type": "file", "nick": "Model fi_le", "show_if": {**only_model, "model": [OTHER_MODEL]},
+         "blurb": f"An .onnx model made by `nst train` (used when Model is '{OTHER_MODEL}')"},
+        {"name": "model-size", "type": "int", "nick": "Model _size (px)", "show_if": only_model,
+         "blurb": "Long side the model paints at; larger photos are upscaled back with their detail kept "
+                  "(smaller = bigger brush strokes). 0: full resolution",
+         "min": 0, "max": MAX_SIZE, "default": MODEL_SIZE_DEFAULT, "soft": [0, 4096]},
+    ]
+
+
+def stylize_arguments(facts: EngineFacts | None = None) -> list[dict[str, Any]]:
+    """The arguments of plug-in-nst-stylize. Without CUDA the dialog opens on the model method
+    (``dialog_default``); scripts keep ``iterative`` as the default either way."""
+    facts = facts or {}
+    only_iterative = {"method": ["iterative"]}
+    method = _choice("method", "_Method", "iterative: optimise the pixels towards the style image (any style; "
+                     "minutes on a CPU); model: a trained feed-forward network (seconds; its own style)",
+                     [("iterative", "Iterative (any style image)", "Gatys et al.: optimises the image; slow"),
+                      ("model", "Model (fast, one style per model)", "A trained network: one pass")], "iterative")
+    method["dialog_default"] = "iterative" if facts.get("cuda", True) else "model"
+    return [
+        *(dict(a, show_if=only_iterative) for a in _style_arguments()),
+        method,
+        *_model_arguments(facts.get("models") or []),
+        dict(_config_argument("steps"), show_if=only_iterative),
+        dict(_config_argument("size"), show_if=only_iterative),
+        dict(_config_argument("style_weight"), show_if=only_iterative),
         _maybe_config_choice("preserve_colors", _choice(
             "preserve-colors", "_Preserve colors", "Keep the colours of the original",
             [("none", "No (style colours)", ""), ("luminance", "Luminance transfer", "Only the style's light and dark"),
-             ("histogram", "Histogram matching", "Style colours matched to the original's")], "none")),
+             ("histogram", "Histogram matching", "Style colours matched to the original's"),
+             ("linear", "Linear colour transfer", "Style colours moved to the original's mean and covariance")],
+            "none")),
         _choice("composite", "_Blend selection", "How a stylized selection is blended into its surroundings",
                 [("poisson", "Poisson (seamless)", "Gradient-domain blending at the selection edge"),
                  ("feather", "Feather", "Soft edge"), ("none", "None (hard edge)", "")], "poisson"),
@@ -144,13 +204,17 @@ def texture_arguments() -> list[dict[str, Any]]:
     ]
 
 
-def spec() -> dict[str, Any]:
-    """Everything the plug-in needs to register its procedures (JSON-serialisable)."""
+def spec(facts: EngineFacts | None = None) -> dict[str, Any]:
+    """Everything the plug-in needs to register its procedures (JSON-serialisable). ``facts``
+    about the engine's machine (shipped models, CUDA, step cost) come from ``nst gimp-install``;
+    without them: no shipped models, the iterative method, no time estimate."""
     from .. import __version__
 
+    facts = facts or {}
     return {
         "spec_version": SPEC_VERSION,
         "engine_version": __version__,
         "layer_modes": {n: member for n, member, _ in LAYER_MODES},
-        "procedures": {"plug-in-nst-stylize": stylize_arguments(), "plug-in-nst-texture": texture_arguments()},
+        "estimate": facts.get("step_cost"),
+        "procedures": {"plug-in-nst-stylize": stylize_arguments(facts), "plug-in-nst-texture": texture_arguments()},
     }

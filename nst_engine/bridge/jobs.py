@@ -3,17 +3,21 @@
 Requests carry the plug-in's arguments in ``params`` (names as in `arguments.py`, with ``_``) and
 float32 arrays: ``content`` (h, w, 4: the layer region, R'G'B'A 0..1), ``mask`` (h, w: the
 selection over that region, optional) and ``style`` (h, w, 4, optional: else ``style_file``).
+``method`` is ``iterative`` (StyleConfig fields: ``steps``, ``size``, ...) or ``model`` (``model``:
+a shipped name or an .onnx path; ``model_size``: the long side the layer is painted at, 0 = full
+resolution); ``preserve_colors`` applies to both (to the style image, or to the model's output).
 The reply carries ``image`` (h, w, 4: stylized RGB, the content's alpha) and, with a mask,
 ``layer_mask`` (h, w) for the new layer.
 """
 from __future__ import annotations
 
+import dataclasses
 import threading
 from typing import Any, Callable
 
 import numpy as np
 
-from ..config import StyleConfig
+from ..config import MAX_SIZE, StyleConfig
 from ..errors import EngineRuntimeError, InputError
 from .timing import MIN_PROCESSED, processed_long as _processed_long  # noqa: F401 (the dialog counts the same)
 
@@ -93,8 +97,6 @@ def _config(params: dict[str, Any], size: int) -> StyleConfig:
 
 
 def _config_fields() -> set[str]:
-    import dataclasses
-
     return {f.name for f in dataclasses.fields(StyleConfig)}
 
 
@@ -108,11 +110,24 @@ def _scale(params: dict[str, Any], region_long: int) -> float:
 
 def _preserve_colors(params: dict[str, Any]) -> str:
     mode = str(_param(params, "preserve_colors", "none"))
-    if mode not in ("none", "luminance", "histogram"):
-        raise InputError("preserve-colors", mode, "must be none, luminance or histogram")
-    if "preserve_colors" in _config_fields():
-        return "none"  # StyleConfig has it: the engine does it itself
+    choices = {f.name: f for f in dataclasses.fields(StyleConfig)}["preserve_colors"].metadata["choices"]
+    if mode not in choices:
+        raise InputError("preserve-colors", mode, f"must be one of {', '.join(choices)}")
     return mode
+
+
+def _model_size(params: dict[str, Any], region_long: int, crop_long: int) -> int:
+    """The long side the model paints a crop at. ``model_size`` is for the whole layer, so a
+    selection's crop is painted at the layer's scale (same stroke size); 0 (full resolution)
+    where that would not shrink the crop."""
+    size = _param(params, "model_size", 0)
+    if isinstance(size, bool) or not isinstance(size, int) or not 0 <= size <= MAX_SIZE:
+        raise InputError("model-size", size, f"must be 0 (full resolution) or a whole number of px up to {MAX_SIZE}")
+    ref = int(_param(params, "layer_long_side", region_long)) or region_long
+    if size == 0 or size >= ref:
+        return 0
+    long_side = _processed_long(crop_long, size / ref)
+    return 0 if long_side >= crop_long else long_side
 
 
 # --------------------------------------------------------------------------------------------
@@ -121,7 +136,7 @@ def _preserve_colors(params: dict[str, Any]) -> str:
 
 def stylize(params: dict[str, Any], arrays: dict[str, tuple[list[int], bytearray]], progress: Progress,
             stop: threading.Event) -> tuple[dict[str, Any], Arrays]:
-    from .. import api, color
+    from .. import api
     from ..errors import Cancelled
 
     content = _array(arrays, "content", (3,), (3, 4))
@@ -139,22 +154,24 @@ def stylize(params: dict[str, Any], arrays: dict[str, tuple[list[int], bytearray
     composite = str(_param(params, "composite", "poisson"))
     if composite not in ("poisson", "feather", "none"):
         raise InputError("composite", composite, "must be poisson, feather or none")
-    preserve = _preserve_colors(params)
+    preserve = _preserve_colors(params)  # iterative: a StyleConfig field; model: stylize_model's argument
     rgb = np.ascontiguousarray(content[..., :3])
     h, w = rgb.shape[:2]
+    if method == "model":
+        _model_size(params, max(h, w), max(h, w))  # a bad value fails before any work
     style = _style(params, arrays) if method == "iterative" else None
-    if preserve == "histogram" and style is not None:  # Gatys et al. 2016 sec. 2: the style recoloured to the content's palette
-        style = color.match_histogram_colors(style, rgb)
     scale = _scale(params, max(h, w))
     seen: dict[str, Any] = {}
 
     def stylize_fn(crop: np.ndarray) -> np.ndarray:
         ch, cw = crop.shape[:2]
-        if method == "model":  # feed-forward (Johnson et al.): full resolution, tiled, seconds
+        if method == "model":  # feed-forward (Johnson et al.): one pass, seconds
             from ..models import stylize_model
 
-            out = stylize_model(crop[..., :3], model, callback=_progress_adapter(progress), stop=stop)
-            seen.update(method="model", model=model)
+            size = _model_size(params, max(h, w), max(ch, cw))
+            out = stylize_model(crop[..., :3], model, model_size=size, preserve_colors=preserve,
+                                callback=_progress_adapter(progress), stop=stop)
+            seen.update(method="model", model=model, model_size=size)
         else:
             cfg = _config(params, _processed_long(max(ch, cw), scale))
             r = api.stylize(crop[..., :3], [style], cfg, callback=_progress_adapter(progress), stop=stop)
@@ -163,8 +180,6 @@ def stylize(params: dict[str, Any], arrays: dict[str, tuple[list[int], bytearray
             if r.stopped or stop.is_set():
                 raise Cancelled("stopped")
             out = resize(r.image, (ch, cw))
-        if preserve == "luminance":  # sec. 3: stylized luminance, the content's colours
-            out = color.recolor(out, crop[..., :3])
         seen["stylized"] = out
         return out
 

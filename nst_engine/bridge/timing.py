@@ -10,7 +10,8 @@ which `nst_engine.bridge.jobs` uses itself), so the dialog and the engine count 
 """
 from __future__ import annotations
 
-from typing import Any, Mapping
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 MIN_PROCESSED = 64  # px: the long side below which VGG-19's deep layers see next to nothing
 MAX_SIZE = 20000  # = nst_engine.config.MAX_SIZE
@@ -67,3 +68,26 @@ def describe(seconds: float) -> str:
         return "about %d min" % max(1, int(round(minutes)))
     hours, rest = divmod(int(round(minutes)), 60)
     return "about %d h" % hours if rest == 0 else "about %d h %d min" % (hours, rest)
+
+
+def regions_seconds(cost: Mapping[str, Any], regions: Sequence[tuple[int, int, int]], size: int, steps: int) -> float:
+    """Seconds for the plug-in's regions, each (layer long side, region h, region w): a region is
+    processed at the layer's scale, Size over the layer's long side, as the engine's jobs do."""
+    total = 0.0
+    for layer_long, h, w in regions:
+        long_side = processed_long(max(h, w), size / max(1, layer_long))
+        total += run_seconds(cost, (h, w), long_side, steps)
+    return total
+
+
+def estimate_text(cost: Mapping[str, Any] | None, method: str, regions: Sequence[tuple[int, int, int]],
+                  size: int, steps: int) -> str:
+    """The dialog's line: "Iterative: about 4 min on this computer at 512 px, 300 steps" ("" without figures)."""
+    if not cost or not regions:
+        return ""
+    when = "%s on this computer at %d px, %d steps" % (describe(regions_seconds(cost, regions, size, steps)), size, steps)
+    if len(regions) > 1:
+        when += " (%d layers)" % len(regions)
+    if method == "iterative":
+        return "Iterative: " + when
+    return "Model: one quick pass. Iterative would take " + when + "."

@@ -1,0 +1,214 @@
+# Neural style transfer for GIMP 3 (nst-gimp): the dialogs. MIT licence.
+#
+# Installed by `nst gimp-install` next to nst-gimp.py, which imports it for interactive runs only.
+# gi and the standard library only; every Gimp/GimpUi call happens on GIMP's main thread.
+"""The procedures' dialogs, generated from the argument spec (nst-gimp-args.json).
+
+Arguments are grouped in frames; an argument's ``show_if`` ({argument: [values]}) hides it (and a
+frame whose arguments are all hidden) unless the config matches, and a line under Method states
+how long the iterative method will take on this computer (`nst_bridge.timing`, from the step
+cost `nst gimp-install` measured), updated as Method, Size and Steps change.
+"""
+import json
+import os
+import sys
+
+import gi
+
+gi.require_version("Gimp", "3.0")
+gi.require_version("GimpUi", "3.0")
+from gi.repository import Gimp, GimpUi, GLib, GObject  # noqa: E402
+
+try:
+    from nst_bridge import timing  # copied next to the plug-in by `nst gimp-install`
+except ImportError:  # pragma: no cover - an older installation: no estimate line
+    timing = None
+
+PROC_STYLIZE = "plug-in-nst-stylize"
+PROC_TEXTURE = "plug-in-nst-texture"
+PLUGIN_BINARY = "nst-gimp"
+HERE = os.path.dirname(os.path.realpath(__file__))
+STATE_FILE = os.path.join(HERE, "nst-gimp-dialog.json")  # the dialog has been used (see _first_use)
+
+# (key, frame title, arguments) in dialog order; arguments a spec lacks are left out.
+GROUPS = {
+    PROC_STYLIZE: [("style", "Style", ["style-layer", "style-file"]),
+                   ("model", "Model", ["model", "model-file", "model-size"]),
+                   ("engine", "Optimizer", ["steps", "size", "style-weight"]),
+                   ("result", "Result", ["preserve-colors", "composite", "layer-mode", "opacity"])],
+    PROC_TEXTURE: [("style", "Style", ["style-layer", "style-file"]),
+                   ("engine", "Engine", ["steps", "size", "seed"]),
+                   ("result", "Result", ["layer-mode", "opacity"])],
+}
+TOP = {PROC_STYLIZE: ["method"], PROC_TEXTURE: []}  # above the frames, after the intro
+
+INTRO = {
+    PROC_STYLIZE: "Repaints each selected layer on a new layer above it (only the selection, if there is "
+                  "one): in the style of a style image (Iterative), or of a trained model's painting (Model). "
+                  "Your layers are not changed.",
+    PROC_TEXTURE: "Fills a new layer, the size of the canvas or the selection, with a texture in the style "
+                  "of the style image.",
+}
+
+
+def _first_use(config, args):
+    """The first time the dialog opens, start from each argument's ``dialog_default`` (e.g. the
+    model method on a computer without CUDA) where the config still holds the PDB default;
+    once the user has confirmed the dialog, GIMP's remembered values rule."""
+    if os.path.exists(STATE_FILE):
+        return
+    for a in args.values():
+        if "dialog_default" in a and a["dialog_default"] != a.get("default"):
+            if config.get_property(a["name"]) == a.get("default"):
+                config.set_property(a["name"], a["dialog_default"])
+
+
+def _remember_use():
+    try:
+        with open(STATE_FILE, "w", encoding="utf-8") as fh:
+            json.dump({"confirmed": True}, fh)
+    except OSError:
+        pass  # a read-only plug-in folder: the first-use defaults simply apply again
+
+
+def _refresh_layer_preview(dialog, config):
+    """GIMP 3.0's layer chooser draws no thumbnail for a value set before it was laid out:
+    set the value again once the dialog is on screen."""
+    layer = config.get_property("style-layer") if config.find_property("style-layer") else None
+    if layer is None:
+        return
+    try:
+        chooser = dialog.get_widget("style-layer", GObject.TYPE_NONE)
+    except Exception:
+        return
+
+    def again(*_):
+        try:
+            chooser.set_drawable(layer)
+        except Exception:
+            pass
+        return False
+
+    chooser.connect("size-allocate", lambda *a: GLib.idle_add(again))
+
+
+def _soft_ranges(dialog, args):
+    """Sliders over a useful range; typing still allows the full range."""
+    for a in args.values():
+        if a["type"] in ("int", "double") and a.get("soft"):
+            try:
+                w = dialog.get_widget(a["name"], GimpUi.SpinScale)
+                w.set_scale_limits(a["soft"][0], a["soft"][1])
+                if "digits" in a:
+                    w.set_digits(a["digits"])
+            except Exception:
+                pass
+
+
+class _Visibility:
+    """Shows each argument (and each frame) only when its ``show_if`` matches the config."""
+
+    def __init__(self, dialog, config, args, frames):
+        self.dialog, self.config, self.args, self.frames = dialog, config, args, frames
+        self.widgets = {}
+        for name, a in args.items():
+            if a.get("show_if"):
+                try:
+                    self.widgets[name] = dialog.get_widget(name, GObject.TYPE_NONE)
+                except Exception:
+                    pass
+        self.watched = sorted({k for a in args.values() for k in (a.get("show_if") or {})})
+
+    def shown(self, name):
+        cond = self.args.get(name, {}).get("show_if") or {}
+        return all(self.config.get_property(k) in values for k, values in cond.items())
+
+    def apply(self, shrink=False):
+        for name, w in self.widgets.items():
+            w.set_visible(self.shown(name))
+        for frame, names in self.frames:
+            frame.set_visible(any(self.shown(n) for n in names))
+        if shrink:
+            self.dialog.resize(1, 1)  # to the natural size of what is left
+
+
+def _estimate_label(dialog, config, spec, name, regions, handlers):
+    """The "Iterative: about 4 min on this computer at 512 px, 300 steps" line, or None."""
+    cost = spec.get("estimate")
+    if name != PROC_STYLIZE or timing is None or not cost or not regions:
+        return None
+    label = dialog.get_label("estimate", "", False, False)
+    try:
+        label.set_line_wrap(True)
+        label.set_max_width_chars(48)
+        label.set_xalign(0.0)
+    except Exception:
+        pass
+
+    def update(*_):
+        try:
+            text = timing.estimate_text(cost, config.get_property("method"), regions,
+                                        int(config.get_property("size")), int(config.get_property("steps")))
+        except Exception as e:  # never let the estimate break the dialog
+            print("[nst-gimp] estimate: %s" % e, file=sys.stderr)
+            text = ""
+        label.set_text(text)
+
+    update()
+    for prop in ("method", "size", "steps"):
+        handlers.append(config.connect("notify::" + prop, update))
+    return label
+
+
+def show_dialog(procedure, config, spec, engine, regions=()):
+    """The dialog generated from the procedure's arguments. False if the user cancelled.
+
+    ``regions``: (layer long side, region height, region width) of each layer the run would
+    process, for the time estimate."""
+    GimpUi.init(PLUGIN_BINARY)
+    if engine is not None:
+        try:  # warm the engine up while the user is choosing settings
+            engine.prestart()
+        except Exception:
+            pass  # the run reports engine problems with a proper message
+    name = procedure.get_name()
+    args = {a["name"]: a for a in spec["procedures"][name]}
+    _first_use(config, args)
+    title = "Neural Style Transfer" if name == PROC_STYLIZE else "Neural Texture"
+    dialog = GimpUi.ProcedureDialog.new(procedure, config, title)
+    if os.environ.get("NST_GIMP_DEBUG"):
+        print("[nst-gimp] style-layer in dialog:", config.get_property("style-layer"), file=sys.stderr, flush=True)
+    _soft_ranges(dialog, args)
+    frames, frame_ids = [], []
+    for key, title_text, names in GROUPS[name]:
+        names = [n for n in names if n in args]
+        if not names:
+            continue
+        dialog.get_label(key + "-title", title_text, False, False)
+        dialog.fill_box(key + "-box", names)
+        frames.append((dialog.fill_frame(key + "-frame", key + "-title", False, key + "-box"), names))
+        frame_ids.append(key + "-frame")
+    intro = dialog.get_label("intro", INTRO[name], False, False)
+    try:
+        intro.set_line_wrap(True)
+        intro.set_max_width_chars(48)
+        intro.set_xalign(0.0)
+    except Exception:
+        pass
+    top = [n for n in TOP[name] if n in args]
+    handlers = []  # config signal handlers, disconnected with the dialog
+    if _estimate_label(dialog, config, spec, name, list(regions), handlers) is not None:
+        top.append("estimate")
+    dialog.fill(["intro"] + top + frame_ids)
+    visibility = _Visibility(dialog, config, args, frames)
+    visibility.apply()
+    for prop in visibility.watched:
+        handlers.append(config.connect("notify::" + prop, lambda *_: visibility.apply(shrink=True)))
+    _refresh_layer_preview(dialog, config)
+    ok = dialog.run()
+    for h in handlers:
+        config.disconnect(h)
+    dialog.destroy()
+    if ok:
+        _remember_use()
+    return ok
