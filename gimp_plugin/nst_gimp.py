@@ -22,6 +22,9 @@ from gi.repository import Gegl, GLib, GObject  # noqa: E402
 HERE = os.path.dirname(os.path.realpath(__file__))
 if HERE not in sys.path:
     sys.path.insert(0, HERE)
+from nst_gimp_layers import (  # noqa: E402  (next to this file)
+    MASK, UserError, layer_mode, new_layer, offsets, read_pixels, selected_layers, targets, write_pixels)
+
 try:
     from nst_bridge import client as bridge  # copied next to this file by `nst gimp-install`
     _BRIDGE_ERROR = None
@@ -31,9 +34,6 @@ except ImportError as e:  # pragma: no cover - a broken installation
 
 PROC_STYLIZE = "plug-in-nst-stylize"
 PROC_TEXTURE = "plug-in-nst-texture"
-RGBA = "R'G'B'A float"  # perceptual (sRGB-encoded) float: keeps 16/32-bit precision
-MASK = "Y float"  # selections and layer masks are linear coverage
-MARGIN = 32  # px of context around a selection
 SPEC_FILE = os.path.join(HERE, "nst-gimp-args.json")
 OTHER_MODEL = "file"  # the Model choice that uses Model file (see nst_engine/bridge/arguments.py)
 INSTALL_HINT = "Run `nst gimp-install` from the Python environment where nst-gimp is installed, then restart GIMP."
@@ -47,19 +47,16 @@ and the new layer gets the selection as its mask. The originals are not modified
 method "iterative" (Gatys et al.; the default for scripts) optimises the pixels towards the style
 of style-layer (a layer of any open image) or, when that is unset, style-file; steps, size and
 style-weight apply. It takes minutes on a CPU. method "model" runs a trained feed-forward
-network in one pass: model is the name of a shipped model (see the model argument's choices,
-e.g. "starry-night"), or "file" with model-file an .onnx file made by `nst train`; model-size is
-the long side the model paints at (0: full resolution). preserve-colors, composite, layer-mode
-and opacity apply to both methods.
+network in one pass, in the style it was trained on (no style image): model is the name of a
+shipped model (the model argument's choices, e.g. "starry-night"), or "file" with model-file an
+.onnx file made by `nst train`; model-size is the long side the layer is painted at (0: full
+resolution). preserve-colors, composite, layer-mode and opacity apply to both methods.
 
 Example (Python-Fu): proc = Gimp.get_pdb().lookup_procedure("plug-in-nst-stylize");
-cfg = proc.create_config(); set image, drawables, then cfg.set_property("method", "model");
-cfg.set_property("model", "starry-night"); proc.run(cfg).
+cfg = proc.create_config(); set image and drawables; cfg.set_property("method", "model");
+cfg.set_property("model", "starry-night") (or "file", and model-file to
+Gio.File.new_for_path("/path/my.onnx")); proc.run(cfg).
 """
-
-
-class UserError(Exception):
-    """A problem to show to the user as it is (EXECUTION_ERROR with this message)."""
 
 
 def load_spec():
@@ -131,32 +128,6 @@ class NeuralStyle(Gimp.PlugIn):
             for a in spec["procedures"][name]:
                 add_argument(proc, a)
         return proc
-
-
-# ---------------------------------------------------------------------------------------------
-# pixels
-# ---------------------------------------------------------------------------------------------
-
-def _rect(x, y, w, h):
-    return Gegl.Rectangle.new(int(x), int(y), int(w), int(h))
-
-
-def read_pixels(drawable, x, y, w, h, fmt=RGBA, abyss=None):
-    buf = drawable.get_buffer()
-    data = buf.get(_rect(x, y, w, h), 1.0, fmt, abyss if abyss is not None else Gegl.AbyssPolicy.CLAMP)
-    return bytes(data)
-
-
-def write_pixels(drawable, x, y, w, h, data, fmt=RGBA):
-    buf = drawable.get_buffer()
-    buf.set(_rect(x, y, w, h), fmt, bytes(data))
-    buf.flush()
-    drawable.update(int(x), int(y), int(w), int(h))
-
-
-def offsets(layer):
-    r = layer.get_offsets()
-    return (r[1], r[2]) if len(r) == 3 else (r[0], r[1])
 
 
 def check_floats(data, expected_len, what):
@@ -307,61 +278,19 @@ class _Progress:
         Gimp.progress_update(min(1.0, max(0.0, frac)))
 
 
-def _new_layer(image, name, w, h, opacity, mode):
-    kind = Gimp.ImageType.GRAYA_IMAGE if image.get_base_type() == Gimp.ImageBaseType.GRAY else Gimp.ImageType.RGBA_IMAGE
-    return Gimp.Layer.new(image, name, int(w), int(h), kind, float(opacity), mode)
-
-
-def _layer_mode(spec, nick):
-    member = spec.get("layer_modes", {}).get(nick, "NORMAL")
-    return getattr(Gimp.LayerMode, member, Gimp.LayerMode.NORMAL)
-
-
-def _layers(drawables):
-    layers = []
-    for d in drawables:
-        if not d.is_layer() or d.is_layer_mask():
-            raise UserError("Neural Style Transfer works on layers: select layers, not channels or masks.")
-        if d.is_group_layer():
-            raise UserError("Layer group %r cannot be stylized: select the layers inside it, or merge the group." % d.get_name())
-        layers.append(d)
-    if not layers:
-        raise UserError("Select at least one layer to stylize.")
-    return layers
-
-
-def _targets(image, layers):
-    """[(layer, (x0, y0, w, h))]: the part of each layer to process (the selection plus MARGIN
-    px of context, or the whole layer); layers the selection does not touch are left out."""
-    has_selection = not Gimp.Selection.is_empty(image)
-    out = []
-    for layer in layers:
-        w, h = layer.get_width(), layer.get_height()
-        if not has_selection:
-            out.append((layer, (0, 0, w, h)))
-            continue
-        ok, sx, sy, sw, sh = layer.mask_intersect()
-        if not ok or sw <= 0 or sh <= 0:
-            continue  # the selection does not touch this layer
-        x0, y0 = max(0, sx - MARGIN), max(0, sy - MARGIN)
-        x1, y1 = min(w, sx + sw + MARGIN), min(h, sy + sh + MARGIN)
-        out.append((layer, (x0, y0, x1 - x0, y1 - y0)))
-    return out
-
-
 def _dialog_regions(procedure, image, drawables):
     """(layer long side, region height, region width) per layer to process, for the dialog's estimate."""
     if procedure.get_name() != PROC_STYLIZE:
         return []
     try:
         return [(max(l.get_width(), l.get_height()), rh, rw)
-                for l, (_, _, rw, rh) in _targets(image, _layers(list(drawables or [])))]
+                for l, (_, _, rw, rh) in targets(image, selected_layers(list(drawables or [])))]
     except Exception:  # the run reports bad drawables properly
         return []
 
 
 def stylize(procedure, image, drawables, config, spec, engine):
-    layers = _layers(drawables)
+    layers = selected_layers(drawables)
     params = _params(config, spec, PROC_STYLIZE)
     method = params.get("method", "iterative")
     if method == "model":
@@ -373,12 +302,12 @@ def stylize(procedure, image, drawables, config, spec, engine):
         label = "%s (%s)" % (style_name, method)
     has_selection = not Gimp.Selection.is_empty(image)
     selection = image.get_selection()
-    targets = _targets(image, layers)
-    if not targets:
+    todo = targets(image, layers)
+    if not todo:
         raise UserError("The selection does not overlap the selected layer(s): nothing to stylize.")
-    progress = _Progress("Neural Style Transfer", len(targets))
+    progress = _Progress("Neural Style Transfer", len(todo))
     results = []
-    for i, (layer, (x0, y0, rw, rh)) in enumerate(targets):
+    for i, (layer, (x0, y0, rw, rh)) in enumerate(todo):
         w, h = layer.get_width(), layer.get_height()
         ox, oy = offsets(layer)
         arrays = dict(style_arrays)
@@ -405,7 +334,7 @@ def stylize(procedure, image, drawables, config, spec, engine):
         results.append((layer, (x0, y0, rw, rh), image_px[1], mask_px[1] if has_selection else None))
 
     # Everything computed: now change the image, as one undo step.
-    mode = _layer_mode(spec, params.get("layer_mode", "normal"))
+    mode = layer_mode(spec, params.get("layer_mode", "normal"))
     opacity = params.get("opacity", 100.0)
     Gimp.progress_set_text("Adding the new layers...")
     image.undo_group_start()
@@ -413,7 +342,7 @@ def stylize(procedure, image, drawables, config, spec, engine):
         for layer, (x0, y0, rw, rh), pixels, mask in results:
             w, h = layer.get_width(), layer.get_height()
             ox, oy = offsets(layer)
-            new = _new_layer(image, label, w, h, opacity, mode)
+            new = new_layer(image, label, w, h, opacity, mode)
             image.insert_layer(new, layer.get_parent(), image.get_item_position(layer))
             new.set_offsets(ox, oy)
             if (x0, y0, rw, rh) != (0, 0, w, h):
@@ -450,8 +379,8 @@ def texture(procedure, image, drawables, config, spec, engine):
     above = drawables[0] if drawables and drawables[0].is_layer() and not drawables[0].is_layer_mask() else None
     image.undo_group_start()
     try:
-        new = _new_layer(image, "Texture: %s" % style_name, w, h, params.get("opacity", 100.0),
-                         _layer_mode(spec, params.get("layer_mode", "normal")))
+        new = new_layer(image, "Texture: %s" % style_name, w, h, params.get("opacity", 100.0),
+                         layer_mode(spec, params.get("layer_mode", "normal")))
         if above is not None:
             image.insert_layer(new, above.get_parent(), image.get_item_position(above))
         else:

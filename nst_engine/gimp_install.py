@@ -4,6 +4,7 @@ Installs ``plug-ins/nst-gimp/``::
 
     nst-gimp.py          the plug-in (executable; GIMP runs plug-ins/NAME/NAME.py)
     nst_gimp_dialog.py   its dialogs (imported for interactive runs only)
+    nst_gimp_layers.py   reading and writing GIMP pixels, the regions to process
     nst_bridge/          the bridge client and the time estimate (standard library only), copied
                          from nst_engine.bridge
     nst-gimp-args.json   the procedures' arguments, generated from StyleConfig and from what the
@@ -42,6 +43,7 @@ settings, and nst-bridge.json naming this Python) into every GIMP 3.x user folde
 if there is none yet. The dialog's time estimate comes from one optimizer step timed on this
 computer (the first time only; --remeasure times it again). Safe to run again; restart GIMP
 afterwards."""
+PLUGIN_MODULES = ("nst_gimp_dialog.py", "nst_gimp_layers.py")  # gimp_plugin/ modules installed beside it
 NEWEST_KNOWN = "3.0"  # the user folder to create when no GIMP 3.x folder exists yet
 _VERSION_DIR = re.compile(r"^3\.(\d+)$")
 
@@ -169,7 +171,7 @@ def plugin_files(engine_python: str | None = None, facts: "EngineFacts | None" =
     plugin = _plugin_source()
     return {
         f"{PLUGIN_NAME}.py": (plugin.read_bytes(), 0o755),
-        "nst_gimp_dialog.py": ((plugin.parent / "nst_gimp_dialog.py").read_bytes(), 0o644),
+        **{name: ((plugin.parent / name).read_bytes(), 0o644) for name in PLUGIN_MODULES},
         "nst_bridge/__init__.py": (init, 0o644),
         "nst_bridge/protocol.py": ((bridge / "protocol.py").read_bytes(), 0o644),
         "nst_bridge/client.py": ((bridge / "client.py").read_bytes(), 0o644),
@@ -196,7 +198,7 @@ def install(gimp_dir: Path, engine_python: str | None = None, facts: "EngineFact
             changed.append(f"{rel} (mode)")
     for stale in (target / "nst_bridge").glob("*.pyc"):
         stale.unlink()
-    if any(c.startswith(("nst-gimp-args.json", "nst_bridge/", "nst_gimp_dialog.py")) for c in changed):
+    if any(c.startswith(("nst-gimp-args.json", "nst_bridge/", *PLUGIN_MODULES)) for c in changed):
         # GIMP re-reads a plug-in's procedures only when the plug-in file's mtime changes.
         now = time.time()
         os.utime(target / f"{PLUGIN_NAME}.py", (now, now))

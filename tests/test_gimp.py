@@ -69,7 +69,15 @@ def gimp(tmp_path_factory):
     models = [e.name for e in model_catalog()]
     if models:  # the first shipped model, also as a file of its own for Model "file"
         shutil.copy(model_catalog()[0].path, out / "my-model.onnx")
-    gimp_install.install(out / "config" / "GIMP" / "3.0", sys.executable)
+    saved_cache = os.environ.get("NST_CACHE_DIR")
+    os.environ["NST_CACHE_DIR"] = str(out / "cache")  # the step is timed afresh, not into the user's cache
+    try:
+        gimp_install.install(out / "config" / "GIMP" / "3.0", sys.executable)
+    finally:
+        if saved_cache is None:
+            os.environ.pop("NST_CACHE_DIR", None)
+        else:
+            os.environ["NST_CACHE_DIR"] = saved_cache
     env = {
         "NST_TEST_MODEL": models[0] if models else "",
         "HOME": f"{OUT_INSIDE}/home", "XDG_CONFIG_HOME": f"{OUT_INSIDE}/config",
@@ -96,7 +104,8 @@ def gimp(tmp_path_factory):
     except (OSError, ValueError):
         pytest.fail(f"the GIMP driver wrote no results; GIMP output:\n{log[-4000:]}")
     results["_meta"] = {"build_s": build_s, "gimp_s": gimp_s, "out": str(out), "log_tail": log[-3000:],
-                        "models": models}
+                        "models": models, "spec": json.loads((out / "config" / "GIMP" / "3.0" / "plug-ins" / "nst-gimp"
+                                                               / "nst-gimp-args.json").read_text())}
     server_log = out / "state" / "server.log"
     results["_meta"]["server_log"] = server_log.read_text() if server_log.exists() else ""
     print(f"\n[gimp] chroot ready in {build_s:.1f} s; GIMP session with all checks {gimp_s:.1f} s; output in {out}")
@@ -288,6 +297,18 @@ def test_broken_engine_config(gimp, name, text):
     assert r["status"] == "execution-error" and text in r["message"], r
     assert "gimp-install" in r["message"]
     assert not r["new_layers"] and r["source_unchanged"]
+
+
+def test_install_timed_an_optimizer_step(gimp):
+    """The dialog's estimate: nst gimp-install measured a step here and wrote its cost into the spec."""
+    import torch
+
+    spec = gimp["_meta"]["spec"]
+    est = spec["estimate"]
+    assert est and est["a"] >= 0 and est["b"] > 0 and est["device"] == ("cuda" if torch.cuda.is_available() else "cpu")
+    method = {a["name"]: a for a in spec["procedures"]["plug-in-nst-stylize"]}["method"]
+    assert method["default"] == "iterative"
+    assert method["dialog_default"] == ("iterative" if torch.cuda.is_available() else "model")
 
 
 def test_driver_finished(gimp):

@@ -1,0 +1,82 @@
+# Neural style transfer for GIMP 3 (nst-gimp): layers, selections and pixels. MIT licence.
+#
+# Installed by `nst gimp-install` next to nst-gimp.py. gi and the standard library only; every
+# call happens on GIMP's main thread.
+"""Reading and writing GIMP pixels as float32, the part of each layer to process, new layers."""
+import gi
+
+gi.require_version("Gimp", "3.0")
+gi.require_version("Gegl", "0.4")
+from gi.repository import Gegl, Gimp  # noqa: E402
+
+RGBA = "R'G'B'A float"  # perceptual (sRGB-encoded) float: keeps 16/32-bit precision
+MASK = "Y float"  # selections and layer masks are linear coverage
+MARGIN = 32  # px of context around a selection
+
+
+class UserError(Exception):
+    """A problem to show to the user as it is (EXECUTION_ERROR with this message)."""
+
+
+def _rect(x, y, w, h):
+    return Gegl.Rectangle.new(int(x), int(y), int(w), int(h))
+
+
+def read_pixels(drawable, x, y, w, h, fmt=RGBA, abyss=None):
+    buf = drawable.get_buffer()
+    data = buf.get(_rect(x, y, w, h), 1.0, fmt, abyss if abyss is not None else Gegl.AbyssPolicy.CLAMP)
+    return bytes(data)
+
+
+def write_pixels(drawable, x, y, w, h, data, fmt=RGBA):
+    buf = drawable.get_buffer()
+    buf.set(_rect(x, y, w, h), fmt, bytes(data))
+    buf.flush()
+    drawable.update(int(x), int(y), int(w), int(h))
+
+
+def offsets(layer):
+    r = layer.get_offsets()
+    return (r[1], r[2]) if len(r) == 3 else (r[0], r[1])
+
+
+def new_layer(image, name, w, h, opacity, mode):
+    kind = Gimp.ImageType.GRAYA_IMAGE if image.get_base_type() == Gimp.ImageBaseType.GRAY else Gimp.ImageType.RGBA_IMAGE
+    return Gimp.Layer.new(image, name, int(w), int(h), kind, float(opacity), mode)
+
+
+def layer_mode(spec, nick):
+    member = spec.get("layer_modes", {}).get(nick, "NORMAL")
+    return getattr(Gimp.LayerMode, member, Gimp.LayerMode.NORMAL)
+
+
+def selected_layers(drawables):
+    layers = []
+    for d in drawables:
+        if not d.is_layer() or d.is_layer_mask():
+            raise UserError("Neural Style Transfer works on layers: select layers, not channels or masks.")
+        if d.is_group_layer():
+            raise UserError("Layer group %r cannot be stylized: select the layers inside it, or merge the group." % d.get_name())
+        layers.append(d)
+    if not layers:
+        raise UserError("Select at least one layer to stylize.")
+    return layers
+
+
+def targets(image, layers):
+    """[(layer, (x0, y0, w, h))]: the part of each layer to process (the selection plus MARGIN
+    px of context, or the whole layer); layers the selection does not touch are left out."""
+    has_selection = not Gimp.Selection.is_empty(image)
+    out = []
+    for layer in layers:
+        w, h = layer.get_width(), layer.get_height()
+        if not has_selection:
+            out.append((layer, (0, 0, w, h)))
+            continue
+        ok, sx, sy, sw, sh = layer.mask_intersect()
+        if not ok or sw <= 0 or sh <= 0:
+            continue  # the selection does not touch this layer
+        x0, y0 = max(0, sx - MARGIN), max(0, sy - MARGIN)
+        x1, y1 = min(w, sx + sw + MARGIN), min(h, sy + sh + MARGIN)
+        out.append((layer, (x0, y0, x1 - x0, y1 - y0)))
+    return out
