@@ -166,7 +166,10 @@ def plugin_files(engine_python: str | None = None, facts: "EngineFacts | None" =
     if facts is None:
         facts = facts_for(engine_python)
     bridge = Path(__file__).resolve().parent / "bridge"
-    dump = lambda obj: (json.dumps(obj, indent=2, sort_keys=True) + "\n").encode("utf-8")  # noqa: E731
+
+    def dump(obj: Any) -> bytes:
+        return (json.dumps(obj, indent=2, sort_keys=True) + "\n").encode("utf-8")
+
     init = b'"""NST bridge client (copied from nst_engine.bridge by `nst gimp-install`)."""\n'
     plugin = _plugin_source()
     return {
@@ -214,7 +217,7 @@ def uninstall(gimp_dir: Path) -> bool:
 
 
 def register(subparsers: Any) -> argparse.ArgumentParser:
-    p = subparsers.add_parser(
+    p: argparse.ArgumentParser = subparsers.add_parser(
         "gimp-install", help="install the GIMP 3 plug-in (Filters ▸ Artistic ▸ Neural Style Transfer…)",
         description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -276,7 +279,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="nst")
     register(parser.add_subparsers(dest="command", required=True))
     args = parser.parse_args(argv)
-    return args.func(args)
+    return int(args.func(args))
 
 
 if __name__ == "__main__":

@@ -8,7 +8,7 @@ import pytest
 
 from nst_engine import config as config_module
 from nst_engine import estimate, plan
-from nst_engine.bridge import jobs, timing
+from nst_engine.bridge import timing
 from nst_engine.config import StyleConfig
 from nst_engine.errors import InputError
 
@@ -121,7 +121,6 @@ def test_estimate_coarse_to_fine_and_tiles():
 def test_timing_matches_the_engine():
     assert timing.MAX_SIZE == config_module.MAX_SIZE
     assert (timing.AUTO_SINGLE_SCALE, timing.AUTO_COARSEST) == (plan.AUTO_SINGLE_SCALE, plan.AUTO_COARSEST)
-    assert jobs.MIN_PROCESSED == timing.MIN_PROCESSED
     for size in (1, 64, 512, 1024, 1025, 2048, 3000, 4096, 20000):
         for steps in (0, 1, 3, 300, 500):
             assert timing.schedule(size, steps) == plan.schedule(size, steps), (size, steps)

@@ -19,7 +19,7 @@ import numpy as np
 
 from ..config import MAX_SIZE, StyleConfig
 from ..errors import EngineRuntimeError, InputError
-from .timing import MIN_PROCESSED, processed_long as _processed_long  # noqa: F401 (the dialog counts the same)
+from .timing import processed_long as _processed_long  # the dialog (timing.py) counts the same pixels
 
 MARGIN = 32  # px of context around a selection (the plug-in sends it; the compositor reuses it)
 
@@ -173,6 +173,7 @@ def stylize(params: dict[str, Any], arrays: dict[str, tuple[list[int], bytearray
                                 callback=_progress_adapter(progress), stop=stop)
             seen.update(method="model", model=model, model_size=size)
         else:
+            assert style is not None  # read above for the iterative method
             cfg = _config(params, _processed_long(max(ch, cw), scale))
             r = api.stylize(crop[..., :3], [style], cfg, callback=_progress_adapter(progress), stop=stop)
             seen.update(steps=r.steps, seconds=r.seconds, device=r.device, loss=r.loss,
@@ -215,7 +216,7 @@ def _composite(rgb: np.ndarray, mask: np.ndarray, stylize_fn: Callable[[np.ndarr
     """
     from ..compositing.region import stylize_region
 
-    r = stylize_region(rgb, mask, stylize_fn, margin=MARGIN, composite=composite)
+    r = stylize_region(rgb, mask, stylize_fn, margin=MARGIN, composite=composite)  # type: ignore[arg-type]  # checked by stylize
     w = np.asarray(r.layer_mask, dtype=np.float32)
     if w.shape != mask.shape:
         raise EngineRuntimeError(f"region compositing returned a mask of shape {w.shape}")
