@@ -87,7 +87,8 @@ def gimp(tmp_path_factory):
     }
     driver = HERE / "gimp" / "driver.py"
     cmd = ["env", "-i", *(f"{k}={v}" for k, v in env.items()), "gimp-console-3.0", "-i", "-d", "-f", "--quit",
-           "--batch-interpreter=python-fu-eval", "-b", f"exec(open({str(driver)!r}).read())"]
+           "--batch-interpreter=python-fu-eval", "-b",
+           f"DRIVER_DIR = {str(driver.parent)!r}; exec(open({str(driver)!r}).read())"]
     t1 = time.monotonic()
     try:
         proc = gimpchroot.run(cmd, root=root, extra_binds=[(str(out), OUT_INSIDE, False)],
