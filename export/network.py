@@ -30,7 +30,8 @@ from torch.nn import functional as F
 
 from nst_engine.errors import InputError
 
-VARIANTS = ("standard", "light")
+from .config import VARIANTS
+
 
 
 @dataclass(frozen=True)

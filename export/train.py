@@ -19,10 +19,12 @@ torch).
 """
 from __future__ import annotations
 
+import copy
 import dataclasses
 import json
 import math
 import os
+import platform
 import tempfile
 import threading
 import time
@@ -36,87 +38,18 @@ import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 from torch.nn import functional as F
 
-from nst_engine.encoders.vgg import deepest, resolve_layer
+from nst_engine.encoders.vgg import bf16_supported, deepest, precision, resolve_layer
 from nst_engine.encoders.weights import get_encoder
 from nst_engine.errors import Cancelled, EngineRuntimeError, InputError
 from nst_engine.image import fit_long_side, to_tensor, write_image
 from nst_engine.losses import FeatureLoss, GramLoss, Objective, content_terms, style_terms
-from nst_engine.optim import Progress, ProgressCallback, StopFlag
+from nst_engine.progress import Progress, ProgressCallback, StopFlag
 
-from .network import VARIANTS, NetSpec, TransformerNet
+from .config import TRAIN_PRECISIONS, VARIANTS, TrainConfig  # noqa: F401 (re-exported)
+from .network import NetSpec, TransformerNet
 
 CHECKPOINT_FORMAT = "nst-gimp-train/1"
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff")
-
-
-@dataclass
-class TrainConfig:
-    """Settings of one training run (also stored, as JSON, in the checkpoints and the model file)."""
-
-    style: str  # style image: a path, style:NAME or sample:NAME
-    content_dir: str  # folder of photos
-    output: str  # the .onnx file to write
-    variant: str = "light"  # light | standard
-    steps: int = 2000  # Adam steps (batches)
-    batch_size: int = 4
-    crop: int = 256  # px, square training crops
-    style_size: int = 512  # px, long side of the style image for its Gram targets
-    content_layers: tuple[str, ...] = ("relu2_2",)
-    style_layers: tuple[str, ...] = ("relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1")
-    # Only the ratio matters (Adam is invariant to the loss scale). With the engine's scales and
-    # relu2_2 content, 1000:1 is where the iterative optimizer, started from noise, keeps the
-    # content and paints it in the style (starry_night on kodak_23, 128 px); 100:1 loses the
-    # content, 10000:1 keeps the photo's colours.
-    content_weight: float = 1000.0
-    style_weight: float = 1.0
-    tv_weight: float = 0.0
-    lr: float = 1e-3
-    seed: int = 0
-    device: str = "auto"  # auto | cpu | cuda[:N]
-    weights: str = "caffe"  # VGG-19 weights for the loss (as the engine's --weights)
-    checkpoint: str | None = None  # default: OUTPUT with .ckpt.pt
-    checkpoint_every: int = 500  # steps; 0 = only at the end
-    resume: str | None = None  # a checkpoint to continue from
-    preview_every: int = 0  # steps; 0 = no previews
-    preview: str | None = None  # image for the previews (default: the first photo of content_dir)
-    preview_size: int = 384  # px, long side of the previews
-    teacher: str | None = None  # a trained model (.onnx of ours, or a checkpoint .pt) to distil
-    distill_weight: float = 1.0
-    name: str | None = None  # style name in the model's metadata (default: the style file's stem)
-
-    def check(self) -> None:
-        if self.variant not in VARIANTS:
-            raise InputError("variant", self.variant, f"use one of {', '.join(VARIANTS)}")
-        for name, lo, hi in (("steps", 1, 10**7), ("batch_size", 1, 1024), ("crop", 32, 4096),
-                             ("style_size", 16, 8192), ("checkpoint_every", 0, 10**7),
-                             ("preview_every", 0, 10**7), ("preview_size", 16, 8192)):
-            v = getattr(self, name)
-            if not isinstance(v, int) or not lo <= v <= hi:
-                raise InputError(name, v, f"must be a whole number between {lo} and {hi}")
-        for name in ("content_weight", "style_weight", "tv_weight", "distill_weight"):
-            v = getattr(self, name)
-            if not (isinstance(v, (int, float)) and math.isfinite(v) and v >= 0):
-                raise InputError(name, v, "must be a number ≥ 0")
-        if not (isinstance(self.lr, (int, float)) and 0 < self.lr <= 1):
-            raise InputError("lr", self.lr, "must be in (0, 1]")
-        if not self.content_layers and not self.style_layers:
-            raise InputError("style_layers", self.style_layers, "no loss layers at all")
-        for layer in (*self.content_layers, *self.style_layers):
-            resolve_layer(layer, "content_layers" if layer in self.content_layers else "style_layers")
-        if not str(self.output).lower().endswith(".onnx"):
-            raise InputError("output", self.output, "the model file name must end in .onnx")
-        if not Path(self.content_dir).is_dir():
-            raise InputError("content_dir", self.content_dir, "no such folder")
-
-    def to_json(self) -> dict[str, Any]:
-        return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()}
-
-    @property
-    def checkpoint_path(self) -> Path:
-        if self.checkpoint:
-            return Path(self.checkpoint)
-        out = Path(self.output)
-        return out.with_name(out.stem + ".ckpt.pt")
 
 
 @dataclass
@@ -138,7 +71,7 @@ class PhotoCrops:
     """Random square crops of a folder of photos: random rescale, position and horizontal flip.
 
     The photos are decoded once and kept (as 8-bit PIL images) in memory; each is first shrunk
-    so that its short side is at most ``2 * crop``. Randomness comes from a `torch.Generator`,
+    so that its short side is at most ``2 * crop`` (``crop``: the largest crop asked for). Randomness comes from a `torch.Generator`,
     so a checkpoint can store and restore it.
     """
 
@@ -171,28 +104,29 @@ class PhotoCrops:
     def __len__(self) -> int:
         return len(self.images)
 
-    def _one(self, gen: torch.Generator) -> np.ndarray:
+    def _one(self, gen: torch.Generator, crop: int) -> np.ndarray:
         def rand() -> float:
             return float(torch.rand((), generator=gen))
 
         im = self.images[int(torch.randint(len(self.images), (), generator=gen))]
         short = min(im.size)
         # Short side after rescaling: uniform in [crop, max(crop, short)] (upscales small photos).
-        target = self.crop + rand() * max(0, short - self.crop)
+        target = crop + rand() * max(0, short - crop)
         s = target / short
-        size = (max(self.crop, round(im.width * s)), max(self.crop, round(im.height * s)))
+        size = (max(crop, round(im.width * s)), max(crop, round(im.height * s)))
         if size != im.size:
             im = im.resize(size, Image.Resampling.BILINEAR, reducing_gap=2.0)
-        x0 = int(rand() * (size[0] - self.crop + 1))
-        y0 = int(rand() * (size[1] - self.crop + 1))
-        a = np.asarray(im.crop((x0, y0, x0 + self.crop, y0 + self.crop)), dtype=np.uint8)
+        x0 = int(rand() * (size[0] - crop + 1))
+        y0 = int(rand() * (size[1] - crop + 1))
+        a = np.asarray(im.crop((x0, y0, x0 + crop, y0 + crop)), dtype=np.uint8)
         if rand() < 0.5:
             a = a[:, ::-1]
         return a
 
-    def batch(self, n: int, gen: torch.Generator) -> torch.Tensor:
-        """(n, 3, crop, crop) float32 RGB in 0..1."""
-        a = np.stack([self._one(gen) for _ in range(n)])
+    def batch(self, n: int, gen: torch.Generator, crop: int | None = None) -> torch.Tensor:
+        """(n, 3, crop, crop) float32 RGB in 0..1 (``crop`` at most the one given at construction)."""
+        crop = self.crop if crop is None else min(crop, self.crop)
+        a = np.stack([self._one(gen, crop) for _ in range(n)])
         return torch.from_numpy(a).permute(0, 3, 1, 2).float().div_(255.0)
 
 
@@ -348,27 +282,36 @@ def train(
         spec = NetSpec.of(cfg.variant)
     torch.manual_seed(cfg.seed)
     net = TransformerNet(spec)
+    if ckpt is None and cfg.init:
+        init = net_from_checkpoint(load_checkpoint(cfg.init, "init"))
+        if init.spec != spec:
+            raise InputError("init", cfg.init, f"holds a {init.spec.variant!r} network of another shape than {spec.variant!r}")
+        net.load_state_dict(init.state_dict())
     start = 0
+    before = (0.0, 0.0)  # wall and CPU seconds of the runs this one resumes
     history: list[float] = []
     gen = torch.Generator().manual_seed(cfg.seed)
     if ckpt is not None:
         net.load_state_dict(ckpt["net"])
         start = int(ckpt["step"])
         history = [float(v) for v in ckpt["history"].tolist()]
+        before = (float(ckpt.get("seconds", 0.0)), float(ckpt.get("cpu_seconds", 0.0)))
         gen.set_state(ckpt["rng"])
-    net.to(device).train()
+    memory_format = torch.channels_last if cfg.channels_last else torch.contiguous_format
+    net.to(device, memory_format=memory_format).train()
     opt = torch.optim.Adam(net.parameters(), lr=cfg.lr)
     if ckpt is not None:
         opt.load_state_dict(ckpt["optimizer"])
-        for group in opt.param_groups:
-            group["lr"] = cfg.lr
+    mode = resolve_train_precision(cfg.precision, device)
 
     # Data, the loss network and the fixed style targets.
-    data = PhotoCrops(cfg.content_dir, cfg.crop)
+    data = PhotoCrops(cfg.content_dir, max(cfg.crop, cfg.fine_crop if cfg.fine_steps else 0))
     style_img = load(cfg.style, "style")
     style_t = to_tensor(style_img, fit_long_side(*style_img.shape[:2], cfg.style_size), device)
     layers = [*cfg.content_layers, *cfg.style_layers]
     encoder = get_encoder(cfg.weights, deepest(layers), "max", device)
+    if cfg.channels_last:  # a private copy: the cached encoder is shared with the rest of the process
+        encoder = copy.deepcopy(encoder).to(memory_format=torch.channels_last)
     style_loss = [BatchGramLoss(t) for t in style_terms(encoder, [style_t], (), cfg.style_layers, (), cfg.style_weight)] \
         if cfg.style_weight > 0 and cfg.style_layers else []
     teacher = _teacher(cfg.teacher, device) if cfg.teacher else None
@@ -383,11 +326,13 @@ def train(
             "optimizer": opt.state_dict(),
             "rng": gen.get_state(),
             "history": torch.tensor(history, dtype=torch.float64),
+            "seconds": before[0] + time.perf_counter() - t0,
+            "cpu_seconds": before[1] + time.process_time() - cpu0,
             "config": json.dumps(cfg.to_json()),
         }
         _atomic_save(state, ckpt_path)
 
-    t0 = time.perf_counter()
+    t0, cpu0 = time.perf_counter(), time.process_time()
     parts_f: dict[str, float] = {}
     step = start  # the last step done
     try:
@@ -395,13 +340,17 @@ def train(
             if stop is not None and stop.is_set():
                 save(step)
                 raise Cancelled(f"training stopped at step {step}; resume with --resume {ckpt_path}")
-            x = data.batch(cfg.batch_size, gen).to(device)
+            n, crop = cfg.batch_at(step + 1)
+            x = data.batch(n, gen, crop).to(device, memory_format=memory_format)
+            for group in opt.param_groups:
+                group["lr"] = cfg.lr_at(step + 1)
             y = net(x)
             x255, y255 = x * 255.0, y * 255.0
-            content = content_terms(encoder, x255, cfg.content_layers, (), cfg.content_weight) \
-                if cfg.content_weight > 0 and cfg.content_layers else []
-            objective = Objective(encoder, content=content, style=style_loss, tv_weight=cfg.tv_weight)
-            total, parts = objective(y255)
+            with precision(mode, device):
+                content = content_terms(encoder, x255, cfg.content_layers, (), cfg.content_weight) \
+                    if cfg.content_weight > 0 and cfg.content_layers else []
+                objective = Objective(encoder, content=content, style=style_loss, tv_weight=cfg.tv_weight)
+                total, parts = objective(y255)
             if teacher is not None and cfg.distill_weight > 0:
                 target = teacher(x) * 255.0
                 # Scaled with the content weight so that the default 1 matters: for a student
@@ -434,6 +383,7 @@ def train(
         save(step)  # Ctrl-C: keep what was learnt (the step in flight is dropped)
         raise
     seconds = time.perf_counter() - t0
+    cpu_seconds = time.process_time() - cpu0
     save(step)
 
     net.eval()
@@ -441,11 +391,36 @@ def train(
     for k in ("output", "checkpoint", "resume", "preview", "teacher", "content_dir", "style"):
         if settings.get(k):  # file names only: no local paths in a shipped file
             settings[k] = Path(str(settings[k])).name
+    # How it was trained, for `nst models` (minutes summed over resumed runs).
     settings.update(steps_done=len(history), device=str(device), torch_version=torch.__version__,
-                    photos=len(data))
-    meta = export_onnx(net, out, {"style_name": _style_name(cfg), "training": settings}) if export else {}
+                    photos=len(data), precision_used=mode, threads=torch.get_num_threads(),
+                    processor=processor_name(device), train_minutes=round((before[0] + seconds) / 60, 1),
+                    cpu_minutes=round((before[1] + cpu_seconds) / 60, 1))
+    meta = {"style_name": _style_name(cfg), "painting": cfg.painting or _style_name(cfg), "training": settings}
+    meta = export_onnx(net, out, meta) if export else {}
     return TrainResult(out, ckpt_path, len(history), history, parts_f, seconds, str(device), meta)
 
 
-def config_fields() -> Sequence[str]:
-    return [f.name for f in dataclasses.fields(TrainConfig)]
+def resolve_train_precision(name: str, device: torch.device) -> str:
+    """``auto``: the hybrid (bf16 from conv3_1) where bf16 is native, else fp32 (emulated bf16 is slower)."""
+    if name == "auto":
+        return "hybrid" if bf16_supported(device) else "fp32"
+    return name
+
+
+def processor_name(device: torch.device) -> str:
+    """The CPU's (or GPU's) model name, e.g. "AMD EPYC (2 cores)"."""
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    name = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    name = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    return f"{name} ({os.cpu_count()} cores)"
+
+

@@ -8,13 +8,16 @@ import os
 import tempfile
 from pathlib import Path
 
+from typing import TYPE_CHECKING
+
 import numpy as np
-import torch
 from PIL import Image, UnidentifiedImageError
-from torch.nn import functional as F
 
 from .arrays import to_unit_float
 from .errors import InputError
+
+if TYPE_CHECKING:  # torch only where tensors are made: the model path runs without it
+    import torch
 
 WRITABLE = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".tif": "TIFF", ".tiff": "TIFF", ".webp": "WEBP", ".bmp": "BMP"}
 Image.MAX_IMAGE_PIXELS = 400_000_000  # refuse decompression bombs beyond 20000x20000
@@ -165,6 +168,9 @@ def fit_long_side(h: int, w: int, size: int) -> tuple[int, int]:
 
 def to_tensor(image: np.ndarray, shape: tuple[int, int] | None, device: torch.device) -> torch.Tensor:
     """HxWx3 0..1 array → (1,3,h,w) RGB 0..255 tensor, resized (antialiased bicubic) to ``shape``."""
+    import torch
+    from torch.nn import functional as F
+
     t = torch.from_numpy(np.ascontiguousarray(image[..., :3], dtype=np.float32)).permute(2, 0, 1)[None] * 255.0
     if shape is not None and tuple(t.shape[2:]) != tuple(shape):
         t = F.interpolate(t, size=shape, mode="bicubic", align_corners=False, antialias=True).clamp(0, 255)

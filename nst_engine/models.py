@@ -37,12 +37,13 @@ from typing import Any
 
 import numpy as np
 
+from .catalog import PAINTINGS, ModelEntry, model_catalog  # noqa: F401 (re-exported)
 from .errors import Cancelled, EngineRuntimeError, InputError
 from .image import check_array
-from .optim import Progress, ProgressCallback, StopFlag
+from .progress import Progress, ProgressCallback, StopFlag
 
 __all__ = [
-    "MARKER", "INPUT_NAME", "OUTPUT_NAME", "STATS_NAME", "STATS_IN_NAME", "MIX_NAME", "ModelInfo", "list_models", "resolve_model", "load_model",
+    "MARKER", "INPUT_NAME", "OUTPUT_NAME", "STATS_NAME", "STATS_IN_NAME", "MIX_NAME", "ModelInfo", "ModelEntry", "PAINTINGS", "list_models", "model_catalog", "resolve_model", "load_model",
     "stylize_model", "clear_cache", "DEFAULT_TILE", "DEFAULT_OVERLAP",
 ]
 
@@ -63,6 +64,9 @@ TILE_BUDGET = 2 * 1024**3  # bytes of onnxruntime working memory one tile may ta
 BYTES_PER_PIXEL = {"light": 260, "standard": 1300}
 DEFAULT_OVERLAP = 128  # px shared by neighbouring tiles
 MIN_SIDE = 16  # smaller inputs are reflect-padded up to this
+PRESERVE_COLORS = ("none", "luminance", "histogram", "linear")
+# Default long side a model paints at (`nst stylize --model-size`, GIMP's Model size): see README.
+DEFAULT_MODEL_SIZE = 1024
 
 
 @dataclass
@@ -271,12 +275,10 @@ def _weights_1d(length: int, tile: int, starts: list[int]) -> list[np.ndarray]:
 def auto_tile(info: ModelInfo, budget: int = TILE_BUDGET) -> int:
     """The largest tile side (a multiple of 64 px, 512..8192) whose working memory fits ``budget``
     and a quarter of the free RAM."""
-    import torch
-
-    from .plan import available_bytes
+    from .system import available_ram
 
     bpp = BYTES_PER_PIXEL.get(info.metadata.get("variant", ""), max(BYTES_PER_PIXEL.values()))
-    room = min(budget, available_bytes(torch.device("cpu")) // 4)
+    room = min(budget, available_ram() // 4)
     return max(512, min(8192, int(math.sqrt(room / bpp)) // 64 * 64))
 
 
@@ -290,10 +292,19 @@ def stylize_model(
     device: str = "auto",
     callback: ProgressCallback | None = None,
     stop: StopFlag | None = None,
+    model_size: int = 0,
+    preserve_colors: str = "none",
 ) -> np.ndarray:
     """Stylize ``content`` (HxW[x3|x4] float 0..1 / uint8 / uint16; alpha dropped) with a model.
 
-    Returns HxWx3 float32 in 0..1 at the input's size. ``strength`` 0..1 blends with the content
+    Returns HxWx3 float32 in 0..1 at the input's size. ``model_size`` > 0: a larger image is
+    shrunk to that long side for the model (bigger strokes) and the result upscaled back with the
+    photo's detail (`nst_engine.resample.upscale_with_detail`); 0 runs at full resolution.
+    ``preserve_colors``: ``luminance`` keeps the output's luminance with the content's chroma
+    (`color.recolor`); ``histogram`` / ``linear`` recolour the output to the content's palette
+    (per-channel histograms / mean and covariance). A model was trained on one painting's palette,
+    so unlike the iterative path (which recolours the *style image*) these act on the output.
+    ``strength`` 0..1 blends with the content
     (0 = the content unchanged). Images with a side over ``tile`` px run in ``tile``-px tiles
     overlapping by ``overlap`` px; ``tile=0`` picks the largest tile that fits `TILE_BUDGET`
     (`auto_tile`), so most photos run whole. ``callback`` gets a `Progress` after each tile (stage
@@ -306,8 +317,42 @@ def stylize_model(
         raise InputError("tile", tile, "must be 0 (automatic) or a whole number of px between 64 and 16384")
     if not (isinstance(overlap, int) and 0 <= overlap <= (tile or 512) // 2):
         raise InputError("overlap", overlap, f"must be between 0 and tile/2 ({(tile or 512) // 2}) px")
+    if not (isinstance(model_size, int) and not isinstance(model_size, bool) and (model_size == 0 or 64 <= model_size <= 65536)):
+        raise InputError("model_size", model_size, "must be 0 (full resolution) or a whole number of px ≥ 64")
+    if preserve_colors not in PRESERVE_COLORS:
+        raise InputError("preserve_colors", preserve_colors, f"must be one of {', '.join(PRESERVE_COLORS)}")
     info = load_model(model, device)
     tile = tile or auto_tile(info)
+    full = a
+    if model_size and max(a.shape[:2]) > model_size:
+        from .image import fit_long_side
+        from .resample import resize
+
+        a = resize(full, *fit_long_side(*full.shape[:2], model_size))
+    out = _run_tiled(info, a, tile, overlap, callback, stop)
+    if a is not full:
+        from .resample import upscale_with_detail
+
+        out = upscale_with_detail(out, full, a)
+        a = full
+    if preserve_colors != "none":
+        from . import color
+
+        out = np.clip(out, 0.0, 1.0)
+        if preserve_colors == "luminance":
+            out = color.recolor(out, a)
+        elif preserve_colors == "histogram":
+            out = color.match_histogram_colors(out, a)
+        else:
+            out = color.linear_color_transfer(out, a)
+    if strength < 1.0:
+        out = out * np.float32(strength) + a * np.float32(1.0 - strength)
+    return np.clip(out, 0.0, 1.0, out=out)
+
+
+def _run_tiled(info: ModelInfo, a: np.ndarray, tile: int, overlap: int, callback: ProgressCallback | None,
+               stop: StopFlag | None) -> np.ndarray:
+    """The model on HxWx3 ``a``, whole or in tiles that share pooled instance-norm statistics."""
     h, w = a.shape[:2]
     ys, xs = _starts(h, tile, overlap), _starts(w, tile, overlap)
     total = len(ys) * len(xs)
@@ -370,6 +415,4 @@ def stylize_model(
         del norm
     if not np.isfinite(out).all():
         raise EngineRuntimeError("the model produced NaN or infinite values")
-    if strength < 1.0:
-        out = out * np.float32(strength) + a * np.float32(1.0 - strength)
-    return np.clip(out, 0.0, 1.0, out=out)
+    return out

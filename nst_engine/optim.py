@@ -15,32 +15,12 @@ import numpy as np
 import torch
 
 from .errors import EngineRuntimeError
+from .progress import Progress, ProgressCallback, StopFlag
 from .lbfgs import LBFGS
 from .losses import Objective
 
 if TYPE_CHECKING:
     from .tiling import TiledObjective
-
-
-class StopFlag(Protocol):
-    def is_set(self) -> bool: ...
-
-
-@dataclass
-class Progress:
-    """What the callback receives after each step."""
-
-    stage: str
-    step: int
-    total: int
-    loss: float
-    losses: dict[str, float]
-    elapsed: float
-    eta: float | None
-    snapshot: np.ndarray | None = None  # HxWx3 float32 0..1, every ``save_every`` steps
-
-
-ProgressCallback = Callable[[Progress], None]
 
 
 @dataclass

@@ -13,13 +13,13 @@ the largest size that would.
 """
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 
 import torch
 
 from .encoders.vgg import LAYER_NAMES, layer_channels
 from .errors import InputError
+from .system import available_ram
 from .image import fit_long_side
 
 AUTO_SINGLE_SCALE = 1024  # up to this long side, one scale
@@ -117,17 +117,7 @@ def available_bytes(device: torch.device) -> int:
     if device.type == "cuda":
         free, _ = torch.cuda.mem_get_info(device)
         return int(free)
-    try:
-        with open("/proc/meminfo") as f:
-            for line in f:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    try:
-        return int(os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
-    except (ValueError, OSError, AttributeError):
-        return 8 * GiB
+    return available_ram()
 
 
 def make_plan(

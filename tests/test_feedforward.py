@@ -6,7 +6,9 @@ All on the CPU with tiny crops; the real training and the speed/seam numbers are
 from __future__ import annotations
 
 import argparse
+import threading
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -50,7 +52,7 @@ def photos(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def _config(photos: Path, out: Path, **kw: object) -> TrainConfig:
     base: dict[str, object] = dict(style="style:swirls", content_dir=str(photos), output=str(out), variant="light",
                                    steps=20, batch_size=2, crop=32, style_size=64, lr=1e-2, seed=0, device="cpu",
-                                   checkpoint_every=0, content_weight=30.0)
+                                   checkpoint_every=0, content_weight=30.0, fine_steps=5, fine_crop=48, fine_batch_size=1)
     base.update(kw)
     return TrainConfig(**base)  # type: ignore[arg-type]
 
@@ -120,11 +122,18 @@ def test_export_loads_matches_torch_and_has_metadata(trained) -> None:  # noqa: 
 
 
 def test_checkpoint_is_weights_only_and_resume_is_exact(photos: Path, tmp_path: Path) -> None:
-    straight = train(_config(photos, tmp_path / "a.onnx", steps=4), export=False)
-    part = train(_config(photos, tmp_path / "b.onnx", steps=2), export=False)
+    # The schedule (lr decay, fine crops) spans the run's --steps: stop a 4-step run after 2, resume it.
+    straight = train(_config(photos, tmp_path / "a.onnx", steps=4, fine_steps=2), export=False)
+    stop = threading.Event()
+    part_cfg = _config(photos, tmp_path / "b.onnx", steps=4, fine_steps=2)
+    with pytest.raises(Cancelled, match="resume"):
+        train(part_cfg, export=False, stop=stop, callback=lambda p: stop.set() if p.step == 2 else None)
+    part = SimpleNamespace(checkpoint=part_cfg.checkpoint_path)
     ckpt = torch.load(part.checkpoint, weights_only=True)
     assert ckpt["step"] == 2 and ckpt["spec"]["variant"] == "light"
-    resumed = train(_config(photos, tmp_path / "c.onnx", steps=4, resume=str(part.checkpoint)), export=False)
+    assert ckpt["seconds"] > 0 and ckpt["cpu_seconds"] > 0
+    resumed = train(_config(photos, tmp_path / "c.onnx", steps=4, fine_steps=2, resume=str(part.checkpoint)),
+                    export=False)
     assert resumed.history == straight.history
     a = load_checkpoint(straight.checkpoint)["net"]
     c = load_checkpoint(resumed.checkpoint)["net"]

@@ -99,8 +99,6 @@ def _with_alpha(image: np.ndarray, source: np.ndarray) -> np.ndarray:
 
 
 def run_stylize(args: argparse.Namespace) -> int:
-    from ..api import stylize
-
     if args.model:
         if args.styles:
             raise InputError("--model", args.model, "give STYLE images or --model, not both")
@@ -109,6 +107,8 @@ def run_stylize(args: argparse.Namespace) -> int:
         return run_model_stylize(args)
     if not args.styles:
         raise InputError("STYLE", "", "give at least one style image, or --model NAME")
+    from ..api import stylize  # torch: only the iterative path needs it
+
     cfg = config_from_args(args)
     run = _Run(args)
     content = _load(args.content, "CONTENT")

@@ -5,7 +5,7 @@ import sys
 import time
 from typing import TextIO
 
-from ..optim import Progress
+from ..progress import Progress
 
 
 def _clock(seconds: float | None) -> str:

@@ -22,7 +22,7 @@ def _layers(text: str) -> tuple[str, ...]:
 
 
 def register(sub: Any) -> None:
-    from export.train import TrainConfig
+    from export.config import TrainConfig
 
     d = TrainConfig(style="", content_dir="", output="")
     p = sub.add_parser(
@@ -38,13 +38,31 @@ def register(sub: Any) -> None:
                    help="network: light (fast on a CPU) or standard (Johnson et al.) [default: light, "
                         "or the --resume checkpoint's]")
     p.add_argument("--name", default=None, help="style name stored in the model [default: the style file's name]")
+    p.add_argument("--painting", default=None, metavar="TITLE",
+                   help="the painting's title as `nst models` and GIMP show it [default: --name]")
     g = p.add_argument_group("training")
     g.add_argument("--steps", type=int, default=d.steps, help=f"Adam steps (batches) in all [default: {d.steps}]")
     g.add_argument("--batch-size", type=int, default=d.batch_size, help=f"crops per step [default: {d.batch_size}]")
     g.add_argument("--crop", type=int, default=d.crop, help=f"crop side in px [default: {d.crop}]")
+    g.add_argument("--fine-steps", type=int, default=d.fine_steps,
+                   help=f"the last N steps run on --fine-crop crops [default: {d.fine_steps}]")
+    g.add_argument("--fine-crop", type=int, default=d.fine_crop, help=f"crop side of the fine steps [default: {d.fine_crop}]")
+    g.add_argument("--fine-batch-size", type=int, default=d.fine_batch_size,
+                   help=f"crops per fine step [default: {d.fine_batch_size}]")
     g.add_argument("--style-size", type=int, default=d.style_size,
                    help=f"long side of the style image in px (sets the brush-stroke scale) [default: {d.style_size}]")
     g.add_argument("--lr", type=float, default=d.lr, help=f"Adam learning rate [default: {d.lr}]")
+    g.add_argument("--lr-final", type=float, default=d.lr_final,
+                   help=f"learning rate at the end (geometric decay from --decay-from) [default: {d.lr_final}]")
+    g.add_argument("--decay-from", type=float, default=d.decay_from,
+                   help=f"fraction of the steps after which the learning rate decays [default: {d.decay_from}]")
+    g.add_argument("--init", default=None, metavar="CKPT.pt",
+                   help="start from a trained network's checkpoint (another style): converges faster")
+    g.add_argument("--precision", choices=("auto", "fp32", "hybrid", "bf16"), default=d.precision,
+                   help="loss network arithmetic: hybrid = bf16 from conv3_1 on [default: auto = hybrid where "
+                        "the processor has native bf16, else fp32]")
+    g.add_argument("--no-channels-last", dest="channels_last", action="store_false",
+                   help="keep the NCHW memory layout (channels_last is ~12%% faster on CPUs)")
     g.add_argument("--seed", type=int, default=d.seed, help=f"random seed [default: {d.seed}]")
     g.add_argument("--device", default=d.device, help="auto, cpu or cuda[:N] [default: auto]")
     g.add_argument("--threads", type=int, default=None, help="CPU threads for torch [default: torch's choice]")
@@ -75,9 +93,14 @@ def register(sub: Any) -> None:
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=run_train)
 
+    p = sub.add_parser("models", help="list the shipped fast style models",
+                       description="The feed-forward models that ship with nst-gimp, for `nst stylize PHOTO --model NAME`.")
+    p.add_argument("--json", action="store_true", help="one JSON object per line")
+    p.set_defaults(func=run_models)
+
 
 def config_from_args(args: argparse.Namespace) -> Any:
-    from export.train import TrainConfig
+    from export.config import TrainConfig
 
     variant = args.variant
     if variant is None:
@@ -88,13 +111,34 @@ def config_from_args(args: argparse.Namespace) -> Any:
             variant = str(load_checkpoint(args.resume)["spec"].get("variant", "light"))
     return TrainConfig(
         style=args.style, content_dir=args.content_dir, output=args.output, variant=variant, steps=args.steps,
-        batch_size=args.batch_size, crop=args.crop, style_size=args.style_size, content_layers=args.content_layers,
+        batch_size=args.batch_size, crop=args.crop, fine_steps=args.fine_steps, fine_crop=args.fine_crop,
+        fine_batch_size=args.fine_batch_size, lr_final=args.lr_final, decay_from=args.decay_from, init=args.init,
+        precision=args.precision, channels_last=args.channels_last, style_size=args.style_size, content_layers=args.content_layers,
         style_layers=args.style_layers, content_weight=args.content_weight, style_weight=args.style_weight,
         tv_weight=args.tv_weight, lr=args.lr, seed=args.seed, device=args.device, weights=args.weights,
         checkpoint=args.checkpoint, checkpoint_every=args.checkpoint_every, resume=args.resume,
         preview_every=args.preview_every, preview=args.preview, preview_size=args.preview_size,
-        teacher=args.teacher, distill_weight=args.distill_weight, name=args.name,
+        teacher=args.teacher, distill_weight=args.distill_weight, name=args.name, painting=args.painting,
     )
+
+
+def run_models(args: argparse.Namespace) -> int:
+    import json
+
+    from ..models import model_catalog
+
+    entries = model_catalog()
+    if args.json:
+        for e in entries:
+            print(json.dumps(e.to_json()))
+        return 0
+    if not entries:
+        print("no models are shipped in this build; train one with `nst train`", file=sys.stderr)
+        return 0
+    width = max(len(e.name) for e in entries)
+    for e in entries:
+        print(f"{e.name:<{width}}  {e.painting}\n{'':<{width}}  {e.variant}, {e.bytes / 1e6:.2f} MB; {e.trained}")
+    return 0
 
 
 def run_train(args: argparse.Namespace) -> int:
@@ -112,7 +156,7 @@ def run_train(args: argparse.Namespace) -> int:
         cfg = config_from_args(args)
         result = train(cfg, callback=bar)
     except InputError as e:  # name the option as typed: content_dir -> --content-dir
-        from export.train import config_fields
+        from export.config import config_fields
 
         if e.argument in config_fields():
             flag = "STYLE" if e.argument == "style" else "--" + e.argument.replace("_", "-")
@@ -137,21 +181,25 @@ def run_train(args: argparse.Namespace) -> int:
 
 def add_model_options(p: argparse.ArgumentParser) -> None:
     """The options `nst stylize` needs for feed-forward models (STYLE is then not given)."""
-    from ..models import DEFAULT_OVERLAP
+    from ..models import DEFAULT_MODEL_SIZE, DEFAULT_OVERLAP
 
-    # --tile comes from StyleConfig (one option for both methods).
+    # --tile and --preserve-colors come from StyleConfig (one option for both methods).
     g = p.add_argument_group("feed-forward model (instead of STYLE)")
     g.add_argument("--model", default=None, metavar="NAME|FILE.onnx",
                    help="stylize in one pass with a trained model: a shipped name or an .onnx from `nst train`")
     g.add_argument("--strength", type=float, default=1.0, help="blend with the content, 0..1 [default: 1]")
     g.add_argument("--overlap", type=int, default=DEFAULT_OVERLAP, help=f"tile overlap in px [default: {DEFAULT_OVERLAP}]")
+    g.add_argument("--model-size", type=int, default=DEFAULT_MODEL_SIZE, metavar="PX",
+                   help="long side the model paints at: a larger photo is shrunk for the model and upscaled back "
+                        "with its own detail, so strokes keep a visible size (smaller = bigger strokes; 0 = full "
+                        f"resolution) [default: {DEFAULT_MODEL_SIZE}]")
 
 
 def run_model_stylize(args: argparse.Namespace) -> int:
     """`nst stylize CONTENT --model M -o OUT`, at the content's full resolution.
 
     Reads ``args.content``, ``model``, ``strength``, ``tile``, ``overlap``, ``output`` and, when
-    present, ``quiet`` and ``device`` (auto, cpu, cuda[:N]). An alpha channel is kept.
+    present, ``quiet``, ``model_size``, ``preserve_colors`` and ``device`` (auto, cpu, cuda[:N]). An alpha channel is kept.
     """
     import numpy as np
 
@@ -165,8 +213,9 @@ def run_model_stylize(args: argparse.Namespace) -> int:
     device = "cuda" if device.startswith("cuda") else device
     bar = ProgressBar(enabled=False if getattr(args, "quiet", False) else None)
     try:
-        result = stylize_model(content, args.model, strength=args.strength, tile=getattr(args, "tile", 0), overlap=args.overlap,
-                               device=device, callback=bar)
+        result = stylize_model(content, args.model, strength=args.strength, tile=getattr(args, "tile", 0),
+                               overlap=args.overlap, device=device, callback=bar, model_size=getattr(args, "model_size", 0),
+                               preserve_colors=getattr(args, "preserve_colors", "none"))
     finally:
         bar.close()
     if content.shape[2] == 4:
