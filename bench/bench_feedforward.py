@@ -3,6 +3,7 @@
     .venv/bin/python bench/bench_feedforward.py speed [--size 1024x768] [--repeat 5] [--threads 2] [--lite]
     .venv/bin/python bench/bench_feedforward.py seam MODEL.onnx [--size 2048x1536] [--tile 1024] [--overlap 128]
     .venv/bin/python bench/bench_feedforward.py big MODEL.onnx [--size 8000x6000]
+    .venv/bin/python bench/bench_feedforward.py int8 MODEL.onnx [--size 1024x683]
     .venv/bin/python bench/bench_feedforward.py upscale MODEL.onnx [PHOTO ...] [--model-size 256] [--save DIR]
 
 ``speed`` exports both variants (weights don't change the speed) and times one onnxruntime
@@ -25,6 +26,10 @@ photo's (1 = all the photo's fine detail, 0 = none); *sharpness*, the result's m
 magnitude over the photo's; *strokes*, the mean abs difference (0..255) between the result's and
 the plain upscale's blurred (sigma 4 px) images, so that 0 means the painted strokes are kept.
 ``--save DIR`` writes both and a 3x crop of each.
+
+``int8`` quantizes MODEL with onnxruntime's static quantization (QDQ, per-channel int8 weights,
+uint8 activations, calibrated on 16 of the training photos) and prints the speed of both at
+``--size`` and the mean abs difference of their outputs on a Kodak photo.
 
 ``big`` stylizes an image of the given size (default 8000×6000) in tiles and prints the time and
 the process's peak resident memory.
@@ -226,6 +231,52 @@ def upscale(args: argparse.Namespace) -> None:
                 write_image(out / f"{stem}-{name}-crop.png", np.repeat(np.repeat(crop, 3, 0), 3, 1))
 
 
+def int8(args: argparse.Namespace) -> None:
+    import onnxruntime as ort
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+    from PIL import Image
+
+    from nst_engine.models import resolve_model
+
+    shared = ROOT.parent / "shared"
+    w, h = args.size
+
+    def batch(path: Path, size: tuple[int, int]) -> np.ndarray:
+        a = np.asarray(Image.open(path).convert("RGB").resize(size, Image.Resampling.LANCZOS), np.float32) / 255
+        return np.ascontiguousarray(a.transpose(2, 0, 1)[None])
+
+    class Photos(CalibrationDataReader):
+        def __init__(self) -> None:
+            files = sorted((shared / "datasets" / "train_photos").glob("*.jpg"))[::8][:16]
+            self.items = iter([{"image": batch(p, (256, 192))} for p in files])
+
+        def get_next(self) -> dict[str, np.ndarray] | None:
+            return next(self.items, None)
+
+    fp32 = resolve_model(args.model)
+    with tempfile.TemporaryDirectory() as tmp:
+        pre, q8 = Path(tmp) / "pre.onnx", Path(tmp) / "int8.onnx"
+        quant_pre_process(str(fp32), str(pre), skip_symbolic_shape=True)
+        quantize_static(str(pre), str(q8), Photos(), quant_format=QuantFormat.QDQ, activation_type=QuantType.QUInt8,
+                        weight_type=QuantType.QInt8, per_channel=True)
+        x = batch(shared / "images" / "content" / "kodak_23.png", (w, h))
+        outs = {}
+        for name, path in (("fp32", fp32), ("int8", q8)):
+            so = ort.SessionOptions()
+            so.intra_op_num_threads = args.threads
+            so.log_severity_level = 3
+            sess = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+            sess.run(None, {"image": x})
+            times = []
+            for _ in range(args.repeat):
+                t = time.perf_counter()
+                outs[name] = sess.run(["stylized"], {"image": x})[0]
+                times.append(time.perf_counter() - t)
+            print(f"{name}: {path.stat().st_size / 1e6:.2f} MB, {w}x{h} min {min(times):.3f} s (of {args.repeat})")
+    print(f"int8 vs fp32 output, mean abs (0..255): {np.abs(outs['int8'] - outs['fp32']).mean() * 255:.2f}")
+
+
 def main() -> None:
     from nst_engine.models import DEFAULT_OVERLAP, DEFAULT_TILE
 
@@ -248,6 +299,12 @@ def main() -> None:
             s.add_argument("--oracle", action="store_true",
                            help="also tile with the whole image's exact statistics (boundary effects alone)")
         s.set_defaults(func=func)
+    s = sub.add_parser("int8")
+    s.add_argument("model")
+    s.add_argument("--size", type=_size, default=(1024, 683), help="WxH [default: 1024x683]")
+    s.add_argument("--repeat", type=int, default=5)
+    s.add_argument("--threads", type=int, default=2)
+    s.set_defaults(func=int8)
     s = sub.add_parser("upscale")
     s.add_argument("model")
     s.add_argument("photos", nargs="*", help="image files or sample:NAME [default: three scikit-image photos]")

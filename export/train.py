@@ -372,7 +372,7 @@ def train(
             snapshot = None
             if preview is not None and (step % cfg.preview_every == 0 or step == cfg.steps):
                 snapshot = _stylize_preview(net, preview, cfg.preview_size, device)
-                write_image(out.with_name(f"{out.stem}.preview{step:06d}.png"), snapshot)
+                write_image(ckpt_path.with_name(f"{out.stem}.preview{step:06d}.png"), snapshot)  # beside the checkpoint
             if cfg.checkpoint_every and step % cfg.checkpoint_every == 0 and step != cfg.steps:
                 save(step)
             if callback is not None:

@@ -86,7 +86,7 @@ def register(sub: Any) -> None:
                    help=f"write the checkpoint every N steps (and at the end) [default: {d.checkpoint_every}]")
     g.add_argument("--resume", default=None, metavar="CKPT.pt", help="continue from a checkpoint up to --steps")
     g.add_argument("--preview-every", type=int, default=d.preview_every,
-                   help="write MODEL.previewNNNNNN.png every N steps [default: 0 = never]")
+                   help="write MODEL.previewNNNNNN.png beside the checkpoint every N steps [default: 0 = never]")
     g.add_argument("--preview", default=None, metavar="IMAGE",
                    help="image for the previews [default: the first photo in --content-dir]")
     g.add_argument("--preview-size", type=int, default=d.preview_size, help=f"[default: {d.preview_size}]")
