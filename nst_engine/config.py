@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import numbers
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -16,6 +17,7 @@ from typing import Any
 from .errors import InputError
 
 MAX_SIZE = 20000  # px; anything larger is almost surely a typo (and would not fit in memory)
+MAX_PIXELS = 400_000_000  # px of an image read or received (a decompression bomb is refused from its header)
 
 
 def _opt(help: str, **meta: Any) -> dict[str, Any]:
@@ -115,6 +117,7 @@ class StyleConfig:
 
         for f in dataclasses.fields(self):
             value = getattr(self, f.name)
+            _check_type(f.name, str(f.type), value)
             meta = f.metadata
             if "choices" in meta and value not in meta["choices"]:
                 raise InputError(f.name, value, f"must be one of {', '.join(meta['choices'])}")
@@ -154,3 +157,28 @@ class StyleConfig:
             raise InputError("device", self.device, "must be auto, cpu, cuda or cuda:N")
         if self.seed is not None and not isinstance(self.seed, int):
             raise InputError("seed", self.seed, "must be a whole number")
+
+
+_KINDS: dict[str, tuple[tuple[type, ...], str, str]] = {  # annotation: types, one, several
+    "int": ((int,), "a whole number", "whole numbers"), "float": ((numbers.Real,), "a number", "numbers"),
+    "str": ((str,), "text", "names"), "bool": ((bool,), "true or false", "true or false values"),
+}
+
+
+def _check_type(name: str, annotation: str, value: Any) -> None:
+    """InputError unless ``value`` has the field's type (JSON from the bridge can carry anything)."""
+    optional = annotation.endswith(" | None")
+    kind = annotation[: -len(" | None")] if optional else annotation
+    if optional and value is None:
+        return
+    if kind.startswith("tuple[") and kind.endswith(", ...]"):
+        types, _, several = _KINDS[kind[len("tuple["):-len(", ...]")]]
+        if not isinstance(value, tuple) or not all(_is(v, types) for v in value):
+            raise InputError(name, value, f"must be a list of {several}")
+        return
+    if kind in _KINDS and not _is(value, _KINDS[kind][0]):
+        raise InputError(name, value, f"must be {_KINDS[kind][1]}")
+
+
+def _is(value: Any, types: tuple[type, ...]) -> bool:
+    return isinstance(value, types) and (bool in types or not isinstance(value, bool))

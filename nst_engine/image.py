@@ -11,81 +11,45 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
 from .arrays import to_unit_float
+from .config import MAX_PIXELS
 from .errors import InputError
 
 if TYPE_CHECKING:  # torch only where tensors are made: the model path runs without it
     import torch
 
 WRITABLE = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".tif": "TIFF", ".tiff": "TIFF", ".webp": "WEBP", ".bmp": "BMP"}
-Image.MAX_IMAGE_PIXELS = 400_000_000  # refuse decompression bombs beyond 20000x20000
+Image.MAX_IMAGE_PIXELS = MAX_PIXELS  # Pillow's own bomb check; `nst_engine.decode` checks headers first
 
 
-def read_image(path: str | os.PathLike[str], argument: str = "image") -> np.ndarray:
+def read_image(path: str | os.PathLike[str], argument: str = "image", *, max_side: int | None = None) -> np.ndarray:
     """Read an image file as float32 HxWx3 or HxWx4 (alpha kept) in 0..1.
 
-    Grayscale becomes RGB; 16-bit and float grayscale keep their precision.
+    Grayscale becomes RGB; 16-bit (PNG, TIFF) and float (TIFF) images keep their precision.
+    Only regular files are read, and images over `MAX_PIXELS` are refused from their header.
+    ``max_side``: the caller will shrink the image to this long side, so a large image may be
+    decoded reduced (its long side stays at least twice ``max_side``; see `nst_engine.decode`).
     """
-    p = Path(path)
-    if not p.exists():
-        raise InputError(argument, str(path), "no such file")
-    if p.is_dir():
-        raise InputError(argument, str(path), "is a folder, not an image file")
-    try:
-        tiff = _read_tiff(p) if p.suffix.lower() in (".tif", ".tiff") else None
-        if tiff is not None:
-            arr = tiff
-        else:
-            with Image.open(p) as im:
-                im.load()  # decodes now, so truncated files fail here
-                arr = _to_array(im)
-    except UnidentifiedImageError:
-        raise InputError(argument, str(path), "not an image file (or a format Pillow cannot read)") from None
-    except PermissionError:
-        raise InputError(argument, str(path), "cannot be read (permission denied)") from None
-    except (OSError, SyntaxError, ValueError) as e:
-        raise InputError(argument, str(path), f"corrupt or truncated image ({e})") from None
-    except Image.DecompressionBombError as e:
-        raise InputError(argument, str(path), f"image too large ({e})") from None
-    if arr.shape[0] < 1 or arr.shape[1] < 1:
-        raise InputError(argument, str(path), "image has no pixels")
-    return arr
+    from .decode import decode
+
+    return decode(path, argument, max_side).image
 
 
-def _read_tiff(p: Path) -> np.ndarray | None:
-    """A TIFF with its full precision (Pillow reads 16-bit colour as 8-bit); None to let Pillow try."""
-    import tifffile
+def read_image_at(path: str | os.PathLike[str], argument: str, long_side: int) -> np.ndarray:
+    """The image at exactly `fit_long_side` of its file size when that shrinks it (decoded
+    reduced first, then an antialiased resize), else as it is in the file."""
+    from .decode import decode
 
-    try:
-        a = tifffile.imread(p)
-    except Exception:  # noqa: BLE001 - not a TIFF tifffile handles: Pillow gets its turn
-        return None
-    if a.ndim == 3 and a.shape[0] in (3, 4) and a.shape[2] not in (3, 4):
-        a = np.moveaxis(a, 0, 2)  # planar
-    if a.ndim == 2:
-        a = a[..., None]
-    if a.ndim != 3 or a.shape[2] not in (1, 2, 3, 4) or a.dtype not in (np.uint8, np.uint16, np.float32, np.float64):
-        return None
-    gray = a.shape[2] <= 2
-    rgb = np.repeat(a[..., :1], 3, axis=2) if gray else a[..., :3]
-    alpha = a[..., 1:2] if a.shape[2] == 2 else a[..., 3:4] if a.shape[2] == 4 else None
-    out = to_unit_float(rgb if alpha is None else np.concatenate([rgb, alpha], axis=2), "image")
-    return np.clip(out, 0.0, 1.0)
+    d = decode(path, argument, long_side)
+    target = fit_long_side(*d.size, long_side)
+    if max(d.size) <= long_side or d.image.shape[:2] == target:
+        return d.image
+    from .resample import resize
 
-
-def _to_array(im: Image.Image) -> np.ndarray:
-    if im.mode in ("I;16", "I;16B", "I;16L", "I"):
-        a = np.asarray(im, dtype=np.float32)
-        a = a / (65535.0 if im.mode.startswith("I;16") or a.max() > 255 else 255.0)
-        return np.repeat(a[..., None], 3, axis=2).clip(0, 1)
-    if im.mode == "F":
-        a = np.asarray(im, dtype=np.float32)
-        return np.repeat(a[..., None], 3, axis=2).clip(0, 1)
-    has_alpha = im.mode in ("RGBA", "LA", "PA") or (im.mode == "P" and "transparency" in im.info)
-    im = im.convert("RGBA" if has_alpha else "RGB")
-    return np.asarray(im, dtype=np.float32) / 255.0
+    out: np.ndarray = np.clip(resize(d.image, *target), 0.0, 1.0)
+    return out
 
 
 def check_output_path(path: str | os.PathLike[str], argument: str = "output") -> Path:
@@ -107,7 +71,7 @@ def write_image(path: str | os.PathLike[str], image: np.ndarray) -> Path:
     """Write float 0..1 HxWx3/4 (or uint8) atomically: a temp file in the same folder, then rename.
 
     TIFF is written with 16 bits per channel (unless ``image`` is uint8), so a 16-bit photo keeps
-    its precision; the other formats are 8-bit.
+    its precision; the other formats are 8-bit. PNG is written fast (zlib level 1, `pngwrite`).
     """
     p = check_output_path(path)
     fmt = WRITABLE[p.suffix.lower()]
@@ -129,7 +93,12 @@ def write_image(path: str | os.PathLike[str], image: np.ndarray) -> Path:
                              extrasamples=["unassalpha"] if mode == "RGBA" else None)
         else:
             with os.fdopen(fd, "wb") as f:
-                Image.fromarray(np.ascontiguousarray(arr), mode).save(f, fmt)
+                if fmt == "PNG":  # OpenCV's speed settings, on all cores (see pngwrite.py)
+                    from .pngwrite import write_png
+
+                    write_png(f, arr)
+                else:
+                    Image.fromarray(np.ascontiguousarray(arr), mode).save(f, fmt)
         os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; a new image gets the usual mode
         os.replace(tmp, p)
     except BaseException:
