@@ -25,6 +25,7 @@ from .errors import InputError
 from .image import check_array, fit_long_side, to_tensor
 from .losses import Objective, content_terms, histogram_terms, style_terms
 from .optim import OptimizeResult, Progress, ProgressCallback, StopFlag, optimize, to_numpy
+from . import thin
 from .plan import MIN_TILE, TILE_BELOW_HISTORY, Scale, make_plan
 
 __all__ = ["stylize", "stylize_selection", "reconstruct", "texture", "StyleResult", "Progress", "select_device"]
@@ -180,10 +181,12 @@ def stylize(
         raise InputError("style_blend", cfg.style_blend, f"needs one weight per style image ({len(style_a)})")
     # 2. Colour: luminance-only transfer, or the style recoloured to the content's palette.
     content_in, style_in = _color_inputs(cfg.preserve_colors, content_a, style_a)
-    # 3. Plan the scales (coarse to fine) against the memory budget, before any work.
+    # 3. Plan the scales (coarse to fine) against the memory budget, before any work; images
+    #    thinner than VGG-19 allows at the coarsest scale are mirrored out (cropped back at 6).
     hist_layers = cfg.histogram_layers if cfg.histogram_weight > 0 else ()
     layers = [*cfg.content_layers, *cfg.style_layers, *hist_layers]
-    plan = make_plan(content_a.shape[:2], cfg.size, cfg.steps, deepest(layers), device, scales=cfg.scales,
+    content_in, style_in, pad = thin.pad_inputs(content_in, style_in, cfg, layers)
+    plan = make_plan(content_in.shape[:2], cfg.size, cfg.steps, deepest(layers), device, scales=cfg.scales,
                      scale_steps=cfg.scale_steps, max_memory_gib=cfg.max_memory, tile=cfg.tile,
                      tileable=not hist_layers)
     encoder = _encoder(cfg, layers, device)
@@ -214,6 +217,7 @@ def stylize(
     result.history = [v for r_ in results for v in r_.history]
     result.steps = sum(r_.steps for r_ in results)
     result.seconds = sum(r_.seconds for r_ in results)
+    result.image = thin.crop(result.image, pad)
     # 6. Luminance-only: the optimised luminance with the content's chroma (Gatys et al. 2016b).
     if cfg.preserve_colors == "luminance":
         from .color import recolor
@@ -297,6 +301,9 @@ def reconstruct(
     cfg, device, gen = _setup(config)
     layer = resolve_layer(layer, "layer")
     a = check_array(image, "image")
+    need = thin.min_side([layer])
+    thin.check_long_side(cfg.size, need, "size", cfg.size)
+    a, pad = thin.pad_for(a, cfg.size, need)
     shape = fit_long_side(*a.shape[:2], cfg.size)
     scale = _single_scale(shape, [layer], cfg, device, tileable=True)
     target = to_tensor(a, shape, device)
@@ -304,7 +311,9 @@ def reconstruct(
     objective = Objective(encoder, content=content_terms(encoder, target, [layer], (), 1.0, tile=scale.tile))
     init = "noise" if cfg.init in ("content", "style") else cfg.init
     x0 = _init_image(cfg.replace(init=init), shape, None, None, gen, device)
-    return _run(x0, objective, cfg, device, f"reconstruct {layer}", callback, stop, scale)
+    result = _run(x0, objective, cfg, device, f"reconstruct {layer}", callback, stop, scale)
+    result.image = thin.crop(result.image, pad)
+    return result
 
 
 @_in_precision
@@ -333,8 +342,12 @@ def texture(
     else:
         out_shape = fit_long_side(*style_a[0].shape[:2], cfg.size)
     hist_layers = cfg.histogram_layers if cfg.histogram_weight > 0 else ()
-    scale = _single_scale(out_shape, [*cfg.style_layers, *hist_layers], cfg, device, tileable=not hist_layers)
+    need = thin.min_side([*cfg.style_layers, *hist_layers])
+    work = thin.work_shape(out_shape, need)  # a thin texture is made wider, then cropped
+    scale = _single_scale(work, [*cfg.style_layers, *hist_layers], cfg, device, tileable=not hist_layers)
     style_size = max(1, round(cfg.size * cfg.style_scale))
+    thin.check_long_side(style_size, need, "style_scale", cfg.style_scale, "style image")
+    style_a = [thin.pad_for(s, style_size, need)[0] for s in style_a]
     style_t = [to_tensor(s, fit_long_side(*s.shape[:2], style_size), device) for s in style_a]
     encoder = _encoder(cfg, [*cfg.style_layers, *hist_layers], device)
     terms = style_terms(encoder, style_t, cfg.style_blend, cfg.style_layers, cfg.style_layer_weights, 1.0,
@@ -342,8 +355,10 @@ def texture(
     terms += histogram_terms(encoder, style_t[0], hist_layers, cfg.histogram_weight)
     objective = Objective(encoder, style=terms, tv_weight=cfg.tv_weight)
     init = "noise" if cfg.init == "content" else cfg.init
-    x0 = _init_image(cfg.replace(init=init), out_shape, None, style_t[0], gen, device)
-    return _run(x0, objective, cfg, device, "texture", callback, stop, scale)
+    x0 = _init_image(cfg.replace(init=init), work, None, style_t[0], gen, device)
+    result = _run(x0, objective, cfg, device, "texture", callback, stop, scale)
+    result.image = np.ascontiguousarray(result.image[:out_shape[0], :out_shape[1]])
+    return result
 
 
 def stylize_selection(
