@@ -40,16 +40,20 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _flag_name(parser: argparse.ArgumentParser, argument: str) -> str:
-    """The command-line spelling of an engine argument name: ``model`` → ``--model``."""
+def _flag_name(parser: argparse.ArgumentParser, argument: str, command: str | None = None) -> str:
+    """How ``command``'s usage spells an engine argument name: ``model`` → ``--model``, a
+    positional ``mask`` → ``MASK``; only that command's own arguments count (``nst blend``'s
+    MASK is not ``nst stylize``'s ``--mask``)."""
     parsers = [parser]
     for action in parser._actions:
-        if isinstance(action, argparse._SubParsersAction):
-            parsers += list(action.choices.values())
-    for p in parsers:
+        if isinstance(action, argparse._SubParsersAction) and command in action.choices:
+            parsers.append(action.choices[command])
+    for p in reversed(parsers):
         for action in p._actions:
-            if action.dest == argument and action.option_strings:
-                return max(action.option_strings, key=len)
+            if action.dest == argument or (not action.option_strings and action.metavar == argument):
+                if action.option_strings:
+                    return max(action.option_strings, key=len)
+                return str(action.metavar or action.dest.upper())
     return argument
 
 
@@ -66,7 +70,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(args.func(args) or 0)
     except InputError as e:
-        print(f"nst: error: {_flag_name(parser, e.argument)}={e.value!r}: {e.reason}", file=sys.stderr)
+        print(f"nst: error: {_flag_name(parser, e.argument, args.command)}={e.value!r}: {e.reason}", file=sys.stderr)
         return e.exit_code
     except NSTError as e:
         print(f"nst: error: {e}", file=sys.stderr)

@@ -2,12 +2,17 @@
 from __future__ import annotations
 
 import argparse
+import functools
+import math
 import sys
 import time
+from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from ..config import StyleConfig
 from ..errors import InputError
 from .options import add_config_options, config_from_args
 from .progress import ProgressBar
@@ -23,6 +28,7 @@ def register(sub: Any) -> None:
     from .train import add_model_options
 
     add_model_options(p)
+    _overlap_follows_tile(p)
     sel = p.add_argument_group("selection (stylize only part of CONTENT, blended back at full size)")
     sel.add_argument("--mask", help="mask image the size of CONTENT: white = stylize (alpha channel if it has one)")
     sel.add_argument("--composite", choices=("poisson", "feather", "none"), default="poisson",
@@ -46,6 +52,24 @@ def register(sub: Any) -> None:
     p.set_defaults(func=run_texture)
 
 
+def _overlap_follows_tile(p: argparse.ArgumentParser) -> None:
+    """``--overlap`` left unset: the models' default where ``--tile`` allows it (at most half a
+    tile), else a quarter of the tile; so ``--model --tile 64`` works without ``--overlap``."""
+    from ..models import DEFAULT_OVERLAP
+
+    for action in p._actions:
+        if action.dest == "overlap":
+            action.help = (f"tile overlap in px [default: {DEFAULT_OVERLAP}, or a quarter of --tile where "
+                           f"{DEFAULT_OVERLAP} is more than half of it]")
+    p.set_defaults(overlap=None)
+
+
+def default_overlap(tile: int) -> int:
+    from ..models import DEFAULT_OVERLAP
+
+    return DEFAULT_OVERLAP if not tile or DEFAULT_OVERLAP <= tile // 2 else tile // 4
+
+
 def _common(p: argparse.ArgumentParser, defaults: dict[str, Any] | None = None) -> None:
     p.add_argument("-o", "--output", required=True, help="output image (.png, .jpg, .tif, .webp)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
@@ -62,6 +86,8 @@ class _Run:
         self.bar = ProgressBar(enabled=False if args.quiet else None)
         self.last_step = 0
         self.t0 = time.perf_counter()
+        self.snapshots: list[Path] = []
+        args.run = self  # for `_interruptible`'s message
 
     def __call__(self, p: Any) -> None:
         self.last_step = p.step
@@ -69,7 +95,10 @@ class _Run:
         if p.snapshot is not None:
             from ..image import write_image
 
-            write_image(self.out.with_name(f"{self.out.stem}.step{p.step:05d}{self.out.suffix}"), p.snapshot)
+            path = self.out.with_name(f"{self.out.stem}.step{p.step:05d}{self.out.suffix}")
+            write_image(path, p.snapshot)
+            if path not in self.snapshots:
+                self.snapshots.append(path)
 
     def finish(self, image: np.ndarray, steps: int) -> int:
         from ..image import write_image
@@ -82,10 +111,41 @@ class _Run:
         return 0
 
 
-def _load(spec: str, argument: str) -> np.ndarray:
+def _interruptible(run: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
+    """Ctrl-C: say what is on disk. The output is never written, but `--save-every` snapshots
+    stay (the latest is the work done so far); `nst` itself says "nothing written" otherwise."""
+
+    @functools.wraps(run)
+    def wrapper(args: argparse.Namespace) -> int:
+        try:
+            return run(args)
+        except KeyboardInterrupt:
+            state = getattr(args, "run", None)
+            if not isinstance(state, _Run) or not state.snapshots:
+                raise
+            state.bar.close()
+            shots = state.snapshots
+            print(f"nst: interrupted; {state.out} not written; {len(shots)} snapshot(s) kept, the latest "
+                  f"{shots[-1]}", file=sys.stderr)
+            return 130
+
+    return wrapper
+
+
+def _load(spec: str, argument: str, max_side: int | None = None, exact: bool = False) -> np.ndarray:
     from ..samples import load
 
-    return load(spec, argument)
+    return load(spec, argument, max_side=max_side, exact=exact)
+
+
+def _final_size(cfg: StyleConfig) -> int:
+    """The long side of the result (the last scale)."""
+    return int(cfg.scales[-1]) if cfg.scales else int(cfg.size)
+
+
+def _style_side(cfg: StyleConfig, long_side: int) -> int:
+    """The largest long side a style image is used at (a larger file is decoded reduced)."""
+    return max(1, math.ceil(long_side * float(cfg.style_scale)))
 
 
 def _with_alpha(image: np.ndarray, source: np.ndarray) -> np.ndarray:
@@ -98,12 +158,15 @@ def _with_alpha(image: np.ndarray, source: np.ndarray) -> np.ndarray:
     return np.concatenate([image, alpha[..., None]], axis=2)
 
 
+@_interruptible
 def run_stylize(args: argparse.Namespace) -> int:
     if args.model:
         if args.styles:
             raise InputError("--model", args.model, "give STYLE images or --model, not both")
         from .train import run_model_stylize
 
+        if args.overlap is None:
+            args.overlap = default_overlap(args.tile)
         return run_model_stylize(args)
     if not args.styles:
         raise InputError("STYLE", "", "give at least one style image, or --model NAME")
@@ -111,8 +174,11 @@ def run_stylize(args: argparse.Namespace) -> int:
 
     cfg = config_from_args(args)
     run = _Run(args)
-    content = _load(args.content, "CONTENT")
-    styles = [_load(s, "STYLE") for s in args.styles]
+    final = _final_size(cfg)
+    # The result is at the final size: a larger photo is decoded reduced (a selection is
+    # composited at full size, so then it is read whole).
+    content = _load(args.content, "CONTENT", None if args.mask else final, exact=True)
+    styles = [_load(s, "STYLE", _style_side(cfg, final)) for s in args.styles]
     if args.mask:
         return _stylize_masked(args, cfg, run, content, styles)
     result = stylize(content, styles, cfg, callback=run)
@@ -137,30 +203,32 @@ def _stylize_masked(args: argparse.Namespace, cfg: Any, run: "_Run", content: np
     return run.finish(region.image, run.last_step)
 
 
+@_interruptible
 def run_reconstruct(args: argparse.Namespace) -> int:
     from ..api import reconstruct
 
     cfg = config_from_args(args)
     run = _Run(args)
-    image = _load(args.image, "IMAGE")
+    image = _load(args.image, "IMAGE", cfg.size, exact=True)
     result = reconstruct(image, args.layer, cfg, callback=run)
     return run.finish(result.image, result.steps)
 
 
+@_interruptible
 def run_texture(args: argparse.Namespace) -> int:
     from ..api import texture
     from ..image import fit_long_side
 
     cfg = config_from_args(args)
     run = _Run(args)
-    styles = [_load(s, "STYLE") for s in args.styles]
-    shape = None
-    if args.height is not None:
-        if not 1 <= args.height <= 20000:
-            raise InputError("--height", args.height, "must be between 1 and 20000")
-        shape = (args.height, cfg.size)
-    else:
-        shape = fit_long_side(*styles[0].shape[:2], cfg.size)
+    if args.height is not None and not 1 <= args.height <= 20000:
+        raise InputError("--height", args.height, "must be between 1 and 20000")
+    from ..samples import load_sized
+
+    loaded = [load_sized(s, "STYLE", max_side=_style_side(cfg, cfg.size)) for s in args.styles]
+    styles = [image for image, _ in loaded]
+    # no --height: the first style's aspect, from its size in the file (not a reduced decode's)
+    shape = (args.height, cfg.size) if args.height is not None else fit_long_side(*loaded[0][1], cfg.size)
     result = texture(styles, cfg, shape=shape, callback=run)
     return run.finish(result.image, result.steps)
 

@@ -36,6 +36,25 @@ def _seed(text: str) -> int | None:
         raise argparse.ArgumentTypeError(f"expected a whole number or 'random', got {text!r}") from None
 
 
+_UNITS = {"": 1024**3, "g": 1024**3, "gib": 1024**3, "gb": 1000**3, "m": 1024**2, "mib": 1024**2, "mb": 1000**2,
+          "t": 1024**4, "tib": 1024**4, "tb": 1000**4, "k": 1024, "kib": 1024, "kb": 1000}
+
+
+def memory_gib(text: str) -> float:
+    """``--max-memory``: GiB as a plain number (``6``, ``0.5``), or a size as people type it:
+    ``2GB``, ``512MB``, ``1.5GiB``, ``800M`` (GB/MB are powers of 1000, GiB/MiB and G/M of 1024)."""
+    t = text.strip().lower().replace(" ", "")
+    number = t.rstrip("abcdefghijklmnopqrstuvwxyz")
+    unit = t[len(number):]
+    try:
+        value = float(number)
+    except ValueError:
+        value = float("nan")
+    if unit not in _UNITS or not value == value or value < 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"expected GiB (e.g. 6) or a size like 2GB, 512MB, 1.5GiB; got {text!r}")
+    return value * _UNITS[unit] / 1024**3
+
+
 def add_config_options(parser: argparse.ArgumentParser, skip: frozenset[str] = _SKIP_DEFAULT,
                        defaults: dict[str, Any] | None = None) -> None:
     """One option per config field: ``size`` → ``--size``, tuples as comma-separated lists."""
@@ -50,6 +69,10 @@ def add_config_options(parser: argparse.ArgumentParser, skip: frozenset[str] = _
             kw["action"] = argparse.BooleanOptionalAction
         elif f.name == "seed":
             kw["type"] = _seed
+        elif f.name == "max_memory":
+            kw["type"] = memory_gib
+            kw["metavar"] = "GIB|SIZE"
+            kw["help"] += "; a plain number is GiB, or give a size: 2GB, 512MB, 1.5GiB"
         elif isinstance(default, tuple):
             is_layers = f.name.endswith("_layers")
             kind = int if f.name in ("scales", "scale_steps") else float

@@ -5,8 +5,22 @@ Pure numpy/scipy functions, arrays in and arrays out; bad input raises
 """
 from __future__ import annotations
 
+from typing import Any
+
 from .poisson import BlendReport, NoBoundaryWarning, poisson_blend, poisson_blend_report
-from .region import RegionResult, crop_box, stylize_region
+
+_REGION = ("RegionResult", "crop_box", "stylize_region")
+
+
+def __getattr__(name: str) -> Any:
+    """The selection workflow (`region`, which imports scikit-image) loads on first use, so
+    `nst blend` does not pay for it."""
+    if name in _REGION:
+        from . import region
+
+        return getattr(region, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = [
     "BlendReport",

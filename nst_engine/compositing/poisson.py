@@ -201,7 +201,7 @@ def _setup(source: np.ndarray, target: np.ndarray, mask: np.ndarray, mode: str, 
     # right-hand side of the correction x = f - f0, f0 = source on Omega and target elsewhere:
     # r_p = sum_{q in N_p} (v_pq - (f0_p - f0_q)), which is eq. 7 with f0 moved to the right
     f0 = np.where(omega, S, T)
-    r = np.zeros_like(T)
+    r = np.zeros(T.shape, T.dtype)  # calloc: no pass over memory that is mostly left zero
     if mode == "seamless":
         # v_pq = S_p - S_q, so the terms cancel except across the boundary:
         # r_p = sum over neighbours q outside Omega of (T_q - S_q)
