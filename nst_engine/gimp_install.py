@@ -5,7 +5,7 @@ Installs ``plug-ins/nst-gimp/``::
     nst-gimp.py          the plug-in (executable; GIMP runs plug-ins/NAME/NAME.py)
     nst_gimp_dialog.py   its dialogs (imported for interactive runs only)
     nst_gimp_layers.py   reading and writing GIMP pixels, the regions to process
-    nst_bridge/          the bridge client and the time estimate (standard library only), copied
+    nst_bridge/          the bridge client, its state files and the time estimate (standard library only), copied
                          from nst_engine.bridge
     nst-gimp-args.json   the procedures' arguments, generated from StyleConfig and from what the
                          engine's Python reports (`engine_facts`): the shipped models, whether
@@ -178,6 +178,7 @@ def plugin_files(engine_python: str | None = None, facts: "EngineFacts | None" =
         "nst_bridge/__init__.py": (init, 0o644),
         "nst_bridge/protocol.py": ((bridge / "protocol.py").read_bytes(), 0o644),
         "nst_bridge/client.py": ((bridge / "client.py").read_bytes(), 0o644),
+        "nst_bridge/state.py": ((bridge / "state.py").read_bytes(), 0o644),
         "nst_bridge/timing.py": ((bridge / "timing.py").read_bytes(), 0o644),
         "nst-gimp-args.json": (dump(arguments.spec(facts)), 0o644),
         "nst-bridge.json": (dump(bridge_config(engine_python)), 0o644),

@@ -137,14 +137,6 @@ def test_client_error_reply(fake_server):
         eng.call("nope", {})
 
 
-def test_bad_token_is_refused(fake_server, tmp_path):
-    st = json.loads((tmp_path / "state" / client.STATE_NAME).read_text())
-    with socket.create_connection(("127.0.0.1", st["port"]), timeout=5) as s:
-        protocol.send(s, {"op": "hello", "token": "0" * 64})
-        reply, _ = protocol.recv(s)
-    assert reply["type"] == "error" and "token" in reply["message"]
-
-
 def test_client_disconnect_stops_the_job(fake_server):
     eng = client.Engine({"engine_python": sys.executable})
 
@@ -171,9 +163,13 @@ def test_garbage_from_server_is_a_bridge_error(tmp_path, monkeypatch):
     (tmp_path / client.STATE_NAME).write_text(json.dumps(
         {"pid": os.getpid(), "port": lsock.getsockname()[1], "token": "t"}))
 
-    def serve():
+    def serve():  # a server that knows the token, then sends garbage
         conn, _ = lsock.accept()
         with conn:
+            hello, _ = protocol.recv(conn)
+            mine = protocol.nonce()
+            protocol.send(conn, {"type": "challenge", "nonce": mine,
+                                 "proof": protocol.proof("t", "server", hello["nonce"], mine)})
             protocol.recv(conn)
             protocol.send(conn, {"type": "hello", "protocol": protocol.PROTOCOL_VERSION, "python": sys.executable})
             protocol.recv(conn)

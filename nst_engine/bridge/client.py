@@ -1,17 +1,15 @@
 """Client side of the bridge: find the engine, start or reuse its server, run one job. Stdlib only.
 
-Copied verbatim into the installed plug-in next to ``protocol.py`` (as the package
-``nst_bridge``), and importable from the engine for tests.
-
-Where the engine is comes from the bridge config that ``nst gimp-install`` writes next to the
-plug-in (``nst-bridge.json``: the engine's Python and the folder to put on its ``PYTHONPATH``).
-Environment overrides: ``NST_GIMP_CONFIG`` (another config file), ``NST_ENGINE_PYTHON`` (another
-interpreter), ``NST_BRIDGE_STATE_DIR`` (where the server's state file lives).
+Copied verbatim into the installed plug-in next to ``protocol.py`` and ``state.py`` (as the
+package ``nst_bridge``), and importable from the engine for tests. The config, the state folder
+and the log are `state.py`'s.
 
 The server (``python -m nst_engine.bridge.server``) listens on 127.0.0.1 on a free port and
 writes ``server.json`` (pid, port, token; mode 0600, in a 0700 folder) into the per-user state
-folder. Only someone who can read that file can use the server. It keeps the VGG encoder loaded
-between calls and exits after ``idle_timeout`` seconds without work.
+folder. Only someone who can read that file can use the server, and the client sends nothing
+(no pixels, no request) before the server has proved that it knows the token too: a process that
+took the port of a dead server is refused. The server keeps the VGG encoder loaded between calls
+and exits after ``idle_timeout`` seconds without work.
 """
 from __future__ import annotations
 
@@ -21,141 +19,32 @@ import socket
 import subprocess
 import sys
 import time
-from pathlib import Path
 from typing import Any, Callable
 
 try:  # as the package nst_bridge inside the plug-in, or as nst_engine.bridge
     from . import protocol
+    from .state import (CONFIG_NAME, DEFAULT_IDLE_TIMEOUT, INSTALL_HINT, LOG_NAME, START_TIMEOUT,  # noqa: F401
+                        STARTING_NAME, STATE_NAME, BridgeError, Lock, alive, load_config, log_tail,
+                        make_private_dir, read_state, rotate_log, state_dir)
 except ImportError:  # pragma: no cover - loaded as a plain module
     import protocol  # type: ignore[no-redef]
+    from state import (CONFIG_NAME, DEFAULT_IDLE_TIMEOUT, INSTALL_HINT, LOG_NAME, START_TIMEOUT,  # type: ignore[no-redef]  # noqa: F401
+                       STARTING_NAME, STATE_NAME, BridgeError, Lock, alive, load_config, log_tail,
+                       make_private_dir, read_state, rotate_log, state_dir)
 
-CONFIG_NAME = "nst-bridge.json"
-STATE_NAME = "server.json"
-LOG_NAME = "server.log"
-STARTING_NAME = "starting.json"
-DEFAULT_IDLE_TIMEOUT = 900.0
-START_TIMEOUT = float(os.environ.get("NST_BRIDGE_START_TIMEOUT", "180"))
-INSTALL_HINT = "Run `nst gimp-install` from the Python environment where nst-gimp is installed, then restart GIMP."
+__all__ = ["BridgeError", "Cancelled", "Engine", "NotOurServer", "CONFIG_NAME", "LOG_NAME", "STATE_NAME",
+           "STARTING_NAME", "load_config", "log_tail", "read_state", "state_dir"]  # state.py's names: the plug-in's API
 
-
-class BridgeError(Exception):
-    """Something the user must be told; the message says what to do."""
+HANDSHAKE_TIMEOUT = 10.0  # s for the server's challenge and hello
+SEND_TIMEOUT = 60.0  # s the server may go without taking any of a request
 
 
 class Cancelled(BridgeError):
     """The progress handler asked to stop."""
 
 
-# --------------------------------------------------------------------------------------------
-# configuration
-# --------------------------------------------------------------------------------------------
-
-def default_config_path() -> Path:
-    return Path(__file__).resolve().parent.parent / CONFIG_NAME
-
-
-def load_config(path: str | os.PathLike[str] | None = None) -> dict[str, Any]:
-    """The bridge config, with the environment overrides applied. Raises BridgeError."""
-    path = Path(path or os.environ.get("NST_GIMP_CONFIG") or default_config_path())
-    try:
-        cfg = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise BridgeError(f"The NST engine is not configured: {path} does not exist. {INSTALL_HINT}") from None
-    except (OSError, ValueError) as e:
-        raise BridgeError(f"The NST bridge config {path} cannot be read ({e}). {INSTALL_HINT}") from None
-    if not isinstance(cfg, dict) or not isinstance(cfg.get("engine_python"), str):
-        raise BridgeError(f"The NST bridge config {path} has no 'engine_python'. {INSTALL_HINT}")
-    if os.environ.get("NST_ENGINE_PYTHON"):
-        cfg["engine_python"] = os.environ["NST_ENGINE_PYTHON"]
-    cfg["_path"] = str(path)
-    return cfg
-
-
-def state_dir(cfg: dict[str, Any] | None = None) -> Path:
-    """Per-user folder for the server's state file and log."""
-    if os.environ.get("NST_BRIDGE_STATE_DIR"):
-        return Path(os.environ["NST_BRIDGE_STATE_DIR"])
-    if cfg and cfg.get("state_dir"):
-        return Path(cfg["state_dir"])
-    if sys.platform == "win32":
-        base = Path(os.environ.get("LOCALAPPDATA") or Path.home() / "AppData" / "Local")
-    elif sys.platform == "darwin":
-        base = Path.home() / "Library" / "Caches"
-    elif os.environ.get("XDG_RUNTIME_DIR") and os.path.isdir(os.environ["XDG_RUNTIME_DIR"]):
-        base = Path(os.environ["XDG_RUNTIME_DIR"])
-    else:
-        base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
-    return base / "nst-gimp"
-
-
-def read_state(directory: Path) -> dict[str, Any] | None:
-    try:
-        st = json.loads((directory / STATE_NAME).read_text(encoding="utf-8"))
-        return st if isinstance(st, dict) and "port" in st and "token" in st else None
-    except (OSError, ValueError):
-        return None
-
-
-def log_tail(directory: Path, lines: int = 8) -> str:
-    try:
-        text = (directory / LOG_NAME).read_text(encoding="utf-8", errors="replace")
-    except OSError:
-        return ""
-    return "\n".join(text.strip().splitlines()[-lines:])
-
-
-# --------------------------------------------------------------------------------------------
-# the connection
-# --------------------------------------------------------------------------------------------
-
-def _alive(pid: int) -> bool:
-    """Is process ``pid`` running (not gone, not a zombie)? POSIX only."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except OSError:
-        pass
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as fh:
-            return fh.read().rsplit(b")", 1)[1].split()[0] != b"Z"
-    except (OSError, IndexError):
-        return True
-
-
-class _Lock:
-    """An exclusive lock file, so two plug-in runs do not both start a server."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self.fh: Any = None
-
-    def __enter__(self) -> "_Lock":
-        self.fh = open(self.path, "a+b")
-        try:
-            if sys.platform == "win32":
-                import msvcrt
-
-                deadline = time.monotonic() + START_TIMEOUT
-                while True:
-                    try:
-                        msvcrt.locking(self.fh.fileno(), msvcrt.LK_NBLCK, 1)
-                        break
-                    except OSError:
-                        if time.monotonic() > deadline:
-                            raise
-                        time.sleep(0.1)
-            else:
-                import fcntl
-
-                fcntl.flock(self.fh.fileno(), fcntl.LOCK_EX)
-        except Exception:
-            self.fh.close()
-            raise
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self.fh.close()  # releases the lock
+class NotOurServer(protocol.ProtocolError):
+    """Whatever listens on the state file's port could not prove that it knows the token."""
 
 
 class Engine:
@@ -165,16 +54,30 @@ class Engine:
         self.cfg = cfg
         self.dir = state_dir(cfg)
         self.timing: dict[str, Any] = {}
-        self._pending: subprocess.Popen | None = None
+        self._pending: subprocess.Popen[bytes] | None = None
+        self.impostor_seen = False  # saw a listener on the state file's port that could not prove the token
 
     # --- server discovery / start ----------------------------------------------------------
-    def _hello(self, st: dict[str, Any], timeout: float = 5.0) -> tuple[socket.socket, dict[str, Any]]:
+    def _hello(self, st: dict[str, Any], timeout: float = HANDSHAKE_TIMEOUT) -> tuple[socket.socket, dict[str, Any]]:
+        """Connect and authenticate both ways: the server proves it knows the token before the
+        client proves it (the token itself never travels). Raises NotOurServer, ProtocolError, OSError."""
         sock = socket.create_connection(("127.0.0.1", int(st["port"])), timeout=timeout)
         try:
-            protocol.send(sock, {"op": "hello", "token": st["token"], "protocol": protocol.PROTOCOL_VERSION})
-            reply, _ = protocol.recv(sock, max_array_bytes=0)
+            deadline = time.monotonic() + timeout
+            token, mine = str(st["token"]), protocol.nonce()
+            protocol.send(sock, {"op": "hello", "nonce": mine, "protocol": protocol.PROTOCOL_VERSION})
+            challenge, _ = protocol.recv(sock, max_array_bytes=0, deadline=deadline)
+            if challenge.get("type") == "error":  # a server of ours that refuses (busy, old protocol)
+                raise protocol.ProtocolError(str(challenge.get("message"))[:200])
+            if challenge.get("type") != "challenge":
+                raise NotOurServer(str(challenge.get("message") or f"unexpected reply {challenge.get('type')!r}")[:200])
+            theirs = challenge.get("nonce")
+            if not isinstance(theirs, str) or not protocol.is_nonce(theirs) or not protocol.proof_ok(challenge.get("proof"), token, "server", mine, theirs):
+                raise NotOurServer("the process on the server's port does not know the token")
+            protocol.send(sock, {"op": "auth", "proof": protocol.proof(token, "client", mine, theirs)})
+            reply, _ = protocol.recv(sock, max_array_bytes=0, deadline=deadline)
             if reply.get("type") != "hello":
-                raise protocol.ProtocolError(reply.get("message") or f"unexpected reply {reply.get('type')!r}")
+                raise protocol.ProtocolError(str(reply.get("message") or f"unexpected reply {reply.get('type')!r}")[:200])
             return sock, reply
         except BaseException:
             sock.close()
@@ -194,6 +97,9 @@ class Engine:
             return None
         try:
             sock, hello = self._hello(st)
+        except NotOurServer:
+            self.impostor_seen = True  # not ours: never talk to it again; start our own server
+            return None
         except (OSError, protocol.ProtocolError):
             return None
         if self._matches(hello):
@@ -207,7 +113,7 @@ class Engine:
         sock.close()
         return None
 
-    def _spawn(self) -> subprocess.Popen:
+    def _spawn(self) -> subprocess.Popen[bytes]:
         python = self.cfg["engine_python"]
         if not os.path.isfile(python):
             raise BridgeError(
@@ -223,6 +129,7 @@ class Engine:
             env.pop(var, None)
         idle = float(self.cfg.get("idle_timeout", DEFAULT_IDLE_TIMEOUT))
         cmd = [python, "-m", "nst_engine.bridge.server", "--state-dir", str(self.dir), "--idle-timeout", str(idle)]
+        rotate_log(self.dir)
         log = open(self.dir / LOG_NAME, "ab")
         kw: dict[str, Any] = {}
         if sys.platform == "win32":
@@ -254,14 +161,10 @@ class Engine:
         st = read_state(self.dir)
         if st is not None and st.get("pid") == pid:
             return None  # it has started (and, if it does not answer, died since)
-        return pid if _alive(pid) else None
+        return pid if alive(pid) else None
 
     def _make_dir(self) -> None:
-        self.dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-        try:
-            os.chmod(self.dir, 0o700)
-        except OSError:
-            pass
+        make_private_dir(self.dir)
 
     def prestart(self) -> bool:
         """Start the server in the background if none runs (while the user is in the dialog, say),
@@ -271,7 +174,7 @@ class Engine:
             found[0].close()
             return False
         self._make_dir()
-        with _Lock(self.dir / "spawn.lock"):
+        with Lock(self.dir / "spawn.lock"):
             found = self._try_existing()
             if found is not None:
                 found[0].close()
@@ -288,7 +191,7 @@ class Engine:
         found = self._try_existing()
         if found is None:
             self._make_dir()
-            with _Lock(self.dir / "spawn.lock"):
+            with Lock(self.dir / "spawn.lock"):
                 found = self._try_existing()  # somebody else may have started one meanwhile
                 if found is None:
                     pending, self._pending = self._pending, None
@@ -306,7 +209,7 @@ class Engine:
         self.timing["connect_s"] = time.monotonic() - t0
         return found
 
-    def _wait_for(self, pid: int, proc: subprocess.Popen | None) -> tuple[socket.socket, dict[str, Any]]:
+    def _wait_for(self, pid: int, proc: subprocess.Popen[bytes] | None) -> tuple[socket.socket, dict[str, Any]]:
         """Wait until the server ``pid`` has written its state file and answers."""
         deadline = time.monotonic() + START_TIMEOUT
         while time.monotonic() < deadline:
@@ -340,8 +243,13 @@ class Engine:
         self.timing["server_pid"] = hello.get("pid")
         first_progress = None
         try:
+            try:
+                protocol.send(sock, {"op": op, "params": params}, arrays, timeout=SEND_TIMEOUT)
+            except OSError:  # the server refused the request mid-way: its reason may be waiting
+                sock.settimeout(2.0)
+                header, _ = protocol.recv(sock, max_array_bytes=0)
+                raise BridgeError(str(header.get("message") or "the engine refused the request")) from None
             sock.settimeout(None)  # a step can take long; the server's death closes the socket
-            protocol.send(sock, {"op": op, "params": params}, arrays)
             while True:
                 header, data = protocol.recv(sock)
                 kind = header.get("type")

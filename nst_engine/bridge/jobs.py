@@ -12,16 +12,21 @@ The reply carries ``image`` (h, w, 4: stylized RGB, the content's alpha) and, wi
 from __future__ import annotations
 
 import dataclasses
+import math
+import sys
 import threading
 from typing import Any, Callable
 
 import numpy as np
 
-from ..config import MAX_SIZE, StyleConfig
+from ..config import MAX_PIXELS, MAX_SIZE, StyleConfig
 from ..errors import EngineRuntimeError, InputError
 from .timing import processed_long as _processed_long  # the dialog (timing.py) counts the same pixels
 
 MARGIN = 32  # px of context around a selection (the plug-in sends it; the compositor reuses it)
+MAX_MODEL_SESSIONS = 4  # onnxruntime sessions a long-lived server keeps (least recently loaded go)
+# The arrays each operation takes: name -> number of dimensions ([h, w, 3|4] or [h, w]).
+ARRAYS: dict[str, dict[str, int]] = {"stylize": {"content": 3, "mask": 2, "style": 3}, "texture": {"style": 3}}
 
 Progress = Callable[[dict[str, Any]], None]
 Arrays = dict[str, tuple[list[int], Any]]
@@ -31,7 +36,7 @@ Arrays = dict[str, tuple[list[int], Any]]
 # helpers
 # --------------------------------------------------------------------------------------------
 
-def _array(arrays: dict[str, tuple[list[int], bytearray]], name: str, ndim: tuple[int, ...],
+def _array(arrays: dict[str, tuple[list[int], Any]], name: str, ndim: tuple[int, ...],
            channels: tuple[int, ...] = ()) -> np.ndarray | None:
     if name not in arrays:
         return None
@@ -75,23 +80,112 @@ def _param(params: dict[str, Any], name: str, default: Any) -> Any:
     return default if v is None else v
 
 
-def _style(params: dict[str, Any], arrays: dict[str, tuple[list[int], bytearray]]) -> np.ndarray:
+def _int(params: dict[str, Any], name: str, default: int, lo: int, hi: int) -> int:
+    """A whole-number parameter within lo..hi, or InputError naming it and its value."""
+    v = _param(params, name, default)
+    if isinstance(v, bool) or not isinstance(v, int) or not lo <= v <= hi:
+        raise InputError(name.replace("_", "-"), v, f"must be a whole number between {lo} and {hi}")
+    return v
+
+
+def _str(params: dict[str, Any], name: str, default: str, choices: tuple[str, ...] = ()) -> str:
+    """A text parameter (one of ``choices`` if given), or InputError naming it and its value."""
+    v = _param(params, name, default)
+    if not isinstance(v, str):
+        raise InputError(name.replace("_", "-"), v, "must be text")
+    if choices and v not in choices:
+        raise InputError(name.replace("_", "-"), v, f"must be one of {', '.join(choices)}")
+    return v
+
+
+def check_shape(name: str, h: int, w: int) -> None:
+    """The engine's image limits (the same as for files: `nst_engine.image`)."""
+    if not (1 <= h <= MAX_SIZE and 1 <= w <= MAX_SIZE) or h * w > MAX_PIXELS:
+        raise InputError(name, f"{w}x{h}", f"images must be 1..{MAX_SIZE} px a side and at most "
+                                           f"{MAX_PIXELS // 10**6} MP: use a smaller layer or selection")
+
+
+def check_request(op: str, header: dict[str, Any], nbytes: int) -> None:
+    """Refuse a request before its pixels are read: unknown arrays, wrong shapes, over the limits."""
+    allowed = ARRAYS.get(op, {})
+    shapes: dict[str, list[int]] = {}
+    for d in header.get("arrays", []):
+        name, shape = d["name"], d["shape"]  # well-formed: `protocol.recv` checked them
+        if name not in allowed:
+            raise InputError("arrays", name, f"{op} takes {', '.join(allowed) or 'no arrays'}")
+        if len(shape) != allowed[name] or (len(shape) == 3 and shape[2] not in (3, 4)):
+            raise InputError(name, shape, "must be [height, width, 3 or 4]" if allowed[name] == 3 else "must be [height, width]")
+        check_shape(name, shape[0], shape[1])
+        shapes[name] = shape
+    if "mask" in shapes and shapes["mask"] != shapes.get("content", [])[:2]:
+        raise InputError("mask", shapes["mask"], f"must match the image {shapes.get('content', [])[:2]}")
+    params = header.get("params") or {}
+    if op == "texture":
+        _texture_shape(params)
+
+
+def _texture_shape(params: dict[str, Any]) -> tuple[int, int]:
+    shape = params.get("shape")
+    if not (isinstance(shape, list) and len(shape) == 2 and all(isinstance(s, int) and not isinstance(s, bool)
+                                                               for s in shape)):
+        raise InputError("shape", shape, f"must be [height, width], each 1..{MAX_SIZE}")
+    check_shape("shape", shape[0], shape[1])
+    return shape[0], shape[1]
+
+
+def _style_long_side(params: dict[str, Any], region_long: int) -> int:
+    """The longest side the style image is used at for a region of ``region_long`` px: a style
+    file larger than that is decoded reduced."""
+    style_scale = _param(params, "style_scale", StyleConfig.style_scale)
+    if isinstance(style_scale, bool) or not isinstance(style_scale, (int, float)) or not 0 < style_scale <= 16:
+        raise InputError("style-scale", style_scale, "must be a number between 0.01 and 16")
+    return math.ceil(_processed_long(region_long, _scale(params, region_long)) * style_scale)
+
+
+def _style(params: dict[str, Any], arrays: dict[str, tuple[list[int], Any]], region_long: int) -> np.ndarray:
     style = _array(arrays, "style", (3,), (3, 4))
     if style is not None:
         return style[..., :3]
     path = params.get("style_file")
     if not path:
         raise InputError("style", None, "choose a style: a layer of an open image (Style layer) or an image file (Style file)")
+    if not isinstance(path, str):
+        raise InputError("style-file", path, "must be a file name")
     from ..image import read_image
 
-    return read_image(path, "style-file")[..., :3]
+    return read_image(path, "style-file", max_side=_style_long_side(params, region_long))[..., :3]
+
+
+def prepare_style(params: dict[str, Any], arrays: dict[str, tuple[list[int], Any]]
+                  ) -> tuple[dict[str, Any], dict[str, tuple[list[int], Any]]]:
+    """Read ``style_file`` before the job takes the engine (the server calls this outside its lock)."""
+    if "style" in arrays or not params.get("style_file") or _param(params, "method", "iterative") == "model":
+        return params, arrays
+    if "content" in arrays:
+        region = max(arrays["content"][0][:2])
+    else:
+        region = max(_texture_shape(params))
+    style = np.ascontiguousarray(_style(params, arrays, region), dtype=np.float32)
+    return params, {**arrays, "style": (list(style.shape), style)}
+
+
+def trim_caches() -> None:
+    """Keep a long-lived server's model sessions bounded (the VGG encoders bound themselves)."""
+    models = sys.modules.get("nst_engine.models")
+    cache, lock = getattr(models, "_CACHE", None), getattr(models, "_LOCK", None)
+    if not isinstance(cache, dict) or lock is None:
+        return
+    with lock:
+        while len(cache) > MAX_MODEL_SESSIONS:
+            cache.pop(next(iter(cache)))  # the oldest loaded
 
 
 def _config(params: dict[str, Any], size: int) -> StyleConfig:
     """StyleConfig from the plug-in's parameters (only fields StyleConfig has)."""
     values = {name: params[name] for name in _config_fields() if params.get(name) is not None}
     values["size"] = int(size)
-    if "seed" in values and int(values["seed"]) < 0:
+    seed = values.get("seed")
+    if isinstance(seed, int) and not isinstance(seed, bool) and seed < 0:
         values["seed"] = None
     return StyleConfig.from_dict(values)
 
@@ -103,17 +197,14 @@ def _config_fields() -> set[str]:
 def _scale(params: dict[str, Any], region_long: int) -> float:
     """Processing scale: ``size`` is the long side of the *whole layer* as processed, so a
     selection is processed at the same scale as its layer would be (same brush-stroke size)."""
-    size = int(_param(params, "size", StyleConfig.size))
-    ref = int(_param(params, "layer_long_side", region_long)) or region_long
+    size = _int(params, "size", StyleConfig.size, 1, MAX_SIZE)
+    ref = _int(params, "layer_long_side", region_long, 0, 10**6) or region_long
     return size / max(1, ref)
 
 
 def _preserve_colors(params: dict[str, Any]) -> str:
-    mode = str(_param(params, "preserve_colors", "none"))
     choices = {f.name: f for f in dataclasses.fields(StyleConfig)}["preserve_colors"].metadata["choices"]
-    if mode not in choices:
-        raise InputError("preserve-colors", mode, f"must be one of {', '.join(choices)}")
-    return mode
+    return _str(params, "preserve_colors", "none", tuple(choices))
 
 
 def _model_size(params: dict[str, Any], region_long: int, crop_long: int) -> int:
@@ -123,7 +214,7 @@ def _model_size(params: dict[str, Any], region_long: int, crop_long: int) -> int
     size = _param(params, "model_size", 0)
     if isinstance(size, bool) or not isinstance(size, int) or not 0 <= size <= MAX_SIZE:
         raise InputError("model-size", size, f"must be 0 (full resolution) or a whole number of px up to {MAX_SIZE}")
-    ref = int(_param(params, "layer_long_side", region_long)) or region_long
+    ref = _int(params, "layer_long_side", region_long, 0, 10**6) or region_long
     if size == 0 or size >= ref:
         return 0
     long_side = _processed_long(crop_long, size / ref)
@@ -134,7 +225,7 @@ def _model_size(params: dict[str, Any], region_long: int, crop_long: int) -> int
 # jobs
 # --------------------------------------------------------------------------------------------
 
-def stylize(params: dict[str, Any], arrays: dict[str, tuple[list[int], bytearray]], progress: Progress,
+def stylize(params: dict[str, Any], arrays: dict[str, tuple[list[int], Any]], progress: Progress,
             stop: threading.Event) -> tuple[dict[str, Any], Arrays]:
     from .. import api
     from ..errors import Cancelled
@@ -145,21 +236,17 @@ def stylize(params: dict[str, Any], arrays: dict[str, tuple[list[int], bytearray
     mask = _array(arrays, "mask", (2,))
     if mask is not None and mask.shape != content.shape[:2]:
         raise InputError("mask", list(mask.shape), f"must match the image {list(content.shape[:2])}")
-    method = str(_param(params, "method", "iterative"))
-    if method not in ("iterative", "model"):
-        raise InputError("method", method, "must be iterative or model")
-    model = str(_param(params, "model", "") or "")
+    method = _str(params, "method", "iterative", ("iterative", "model"))
+    model = _str(params, "model", "")
     if method == "model" and not model:
         raise InputError("model", model, "choose a model: a shipped name or an .onnx file")
-    composite = str(_param(params, "composite", "poisson"))
-    if composite not in ("poisson", "feather", "none"):
-        raise InputError("composite", composite, "must be poisson, feather or none")
+    composite = _str(params, "composite", "poisson", ("poisson", "feather", "none"))
     preserve = _preserve_colors(params)  # iterative: a StyleConfig field; model: stylize_model's argument
     rgb = np.ascontiguousarray(content[..., :3])
     h, w = rgb.shape[:2]
     if method == "model":
         _model_size(params, max(h, w), max(h, w))  # a bad value fails before any work
-    style = _style(params, arrays) if method == "iterative" else None
+    style = _style(params, arrays, max(h, w)) if method == "iterative" else None
     scale = _scale(params, max(h, w))
     seen: dict[str, Any] = {}
 
@@ -235,17 +322,14 @@ def _composite(rgb: np.ndarray, mask: np.ndarray, stylize_fn: Callable[[np.ndarr
     return layer, w, str(r.note or "")
 
 
-def texture(params: dict[str, Any], arrays: dict[str, tuple[list[int], bytearray]], progress: Progress,
+def texture(params: dict[str, Any], arrays: dict[str, tuple[list[int], Any]], progress: Progress,
             stop: threading.Event) -> tuple[dict[str, Any], Arrays]:
     from .. import api
     from ..errors import Cancelled
     from ..image import fit_long_side
 
-    shape = params.get("shape")
-    if not (isinstance(shape, list) and len(shape) == 2 and all(isinstance(s, int) and 0 < s <= 20000 for s in shape)):
-        raise InputError("shape", shape, "must be [height, width], each 1..20000")
-    h, w = shape
-    style = _style(params, arrays)
+    h, w = _texture_shape(params)
+    style = _style(params, arrays, max(h, w))
     scale = _scale(params, max(h, w))
     ph, pw = fit_long_side(h, w, _processed_long(max(h, w), scale))
     cfg = _config(params, max(ph, pw))
@@ -275,5 +359,6 @@ def preload() -> None:
 
 
 HANDLERS = {"stylize": stylize, "texture": texture}
+PREPARE = {"stylize": prepare_style, "texture": prepare_style}
 
-__all__ = ["HANDLERS", "preload", "resize", "stylize", "texture"]
+__all__ = ["HANDLERS", "PREPARE", "check_request", "preload", "resize", "stylize", "texture", "trim_caches"]

@@ -161,8 +161,9 @@ def load_weights(spec: str = "caffe", last_layer: str = "relu5_4", allow_downloa
     return w
 
 
-_CACHE: dict[tuple[str, str, str, str], VGG19Encoder] = {}
+_CACHE: dict[tuple[str, str, str, str], VGG19Encoder] = {}  # least recently used first
 _LOCK = threading.Lock()
+MAX_CACHED = 3  # encoders kept (a long-lived server asked for other weights, poolings, devices)
 
 
 def get_encoder(
@@ -171,17 +172,21 @@ def get_encoder(
     """A frozen encoder up to ``last_layer`` on ``device``, cached (keeps a server warm)."""
     key = (spec, deepest([last_layer]), pooling, str(device))
     with _LOCK:
-        enc = _CACHE.get(key)
-        if enc is None:
+        if key not in _CACHE:
             # A deeper cached encoder serves shallower requests too.
-            for (s, last, p, d), other in _CACHE.items():
+            for s, last, p, d in list(_CACHE):
                 if (s, p, d) == (spec, pooling, str(device)) and LAYER_NAMES.index(last) >= LAYER_NAMES.index(key[1]):
-                    return other
+                    key = (s, last, p, d)
+                    break
+        enc = _CACHE.pop(key, None)
+        if enc is None:
             w = load_weights(spec, key[1], allow_download)
             enc = VGG19Encoder(w.state, key[1], pooling, w.preprocess).to(device)  # type: ignore[arg-type]
             if device.type == "cuda":
                 enc = enc.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
-            _CACHE[key] = enc
+        _CACHE[key] = enc  # most recently used last
+        while len(_CACHE) > MAX_CACHED:
+            _CACHE.pop(next(iter(_CACHE)))
     return enc
 
 
