@@ -98,11 +98,12 @@ def _str(params: dict[str, Any], name: str, default: str, choices: tuple[str, ..
     return v
 
 
-def check_shape(name: str, h: int, w: int) -> None:
-    """The engine's image limits (the same as for files: `nst_engine.image`)."""
-    if not (1 <= h <= MAX_SIZE and 1 <= w <= MAX_SIZE) or h * w > MAX_PIXELS:
-        raise InputError(name, f"{w}x{h}", f"images must be 1..{MAX_SIZE} px a side and at most "
-                                           f"{MAX_PIXELS // 10**6} MP: use a smaller layer or selection")
+def check_shape(name: str, h: int, w: int, max_side: int | None = None) -> None:
+    """The engine's image limit (`MAX_PIXELS`, as for files), and ``max_side`` where one applies."""
+    if h < 1 or w < 1 or h * w > MAX_PIXELS or (max_side is not None and max(h, w) > max_side):
+        sides = f"1..{max_side} px a side and " if max_side else ""
+        raise InputError(name, f"{w}x{h}", f"images must be {sides}at most {MAX_PIXELS // 10**6} MP: "
+                                           "use a smaller layer or selection")
 
 
 def check_request(op: str, header: dict[str, Any], nbytes: int) -> None:
@@ -129,7 +130,7 @@ def _texture_shape(params: dict[str, Any]) -> tuple[int, int]:
     if not (isinstance(shape, list) and len(shape) == 2 and all(isinstance(s, int) and not isinstance(s, bool)
                                                                for s in shape)):
         raise InputError("shape", shape, f"must be [height, width], each 1..{MAX_SIZE}")
-    check_shape("shape", shape[0], shape[1])
+    check_shape("shape", shape[0], shape[1], MAX_SIZE)
     return shape[0], shape[1]
 
 
