@@ -90,14 +90,30 @@ def _read_blend_inputs(args: argparse.Namespace, eight_bit_out: bool) -> tuple[n
     return source, target, mask
 
 
+def _import_quietly(name: str) -> None:
+    """Import ``name`` ahead of its use (a failure is reported where it is imported for real)."""
+    import importlib
+
+    try:
+        importlib.import_module(name)
+    except Exception:  # noqa: BLE001
+        pass
+
+
 def run_blend(args: argparse.Namespace) -> int:
-    from ..compositing.poisson import poisson_blend_report
+    import threading
+
     from ..image import WRITABLE, check_output_path, write_image
 
     out = check_output_path(args.output)
     offset = _offset(args.offset)
     eight_bit_out = WRITABLE[out.suffix.lower()] != "TIFF"  # TIFF output keeps 16 bits
+    # The solver's imports (SciPy: ~0.5 s) run while the decoders, which release the GIL, work.
+    solver = threading.Thread(target=_import_quietly, args=("nst_engine.compositing.poisson",), daemon=True)
+    solver.start()
     source, target, mask = _read_blend_inputs(args, eight_bit_out)
+    solver.join()
+    from ..compositing.poisson import poisson_blend_report
     if source.shape[2] != target.shape[2]:  # RGB into RGBA or back: give both an alpha channel
         opaque = np.uint8(255) if source.dtype == np.uint8 else np.float32(1.0)
         source, target = (np.dstack([a[..., :3], a[..., 3] if a.shape[2] == 4 else np.full(a.shape[:2], opaque)])
