@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import statistics
 import sys
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -37,6 +38,7 @@ from nst_engine.image import fit_long_side, read_image, to_tensor, write_image  
 from nst_engine.losses import Objective, content_terms, style_terms  # noqa: E402
 from nst_engine.models import load_model, stylize_model  # noqa: E402
 from nst_engine.optim import evaluate  # noqa: E402
+from nst_engine.progress import Progress  # noqa: E402
 from nst_engine.samples import load  # noqa: E402
 
 EQUIVALENT_BAR, EQUIVALENT_GOAL = 30, 100
@@ -65,6 +67,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--limit", type=int, default=0, help="only the first N of those")
     ap.add_argument("--device", default="auto")
     ap.add_argument("--save", default="", help="write both outputs of every photo here")
+    ap.add_argument("--stop-at-equivalent", action="store_true",
+                    help="stop each optimizer run once it is below the model (the ratios are then at that step)")
     args = ap.parse_args(argv)
 
     info = load_model(args.model, "cpu")
@@ -106,10 +110,17 @@ def main(argv: list[str] | None = None) -> int:
     for path in photos:
         photo = _resize(read_image(path, "photo"), args.size)
         y_model = stylize_model(photo, args.model, device="cpu" if dev.type == "cpu" else "auto", model_size=0)
-        result = stylize(photo, [style], cfg)
-        y_opt = result.image
-        (mc, ms), (oc, os_) = score(y_model, photo), score(y_opt, photo)
+        mc, ms = score(y_model, photo)
         model_total = mc + ms
+        stop = threading.Event()
+
+        def below(p: Progress, target: float = model_total, flag: threading.Event = stop) -> None:
+            if args.stop_at_equivalent and p.loss < target:
+                flag.set()
+
+        result = stylize(photo, [style], cfg, callback=below, stop=stop)
+        y_opt = result.image
+        oc, os_ = score(y_opt, photo)
         eq = equivalent_step(result.history, model_total)
         # No step of --steps reached the model: count it as --steps + 1 for the median (a lower bound).
         equivalents.append(float(eq) if eq is not None else float(args.steps + 1))
@@ -125,7 +136,7 @@ def main(argv: list[str] | None = None) -> int:
     med = statistics.median(equivalents)
     ok = med >= EQUIVALENT_BAR
     print(f"median equivalent steps {med:g} (bar {EQUIVALENT_BAR}, goal {EQUIVALENT_GOAL}); median ratio "
-          f"model/optimizer after {args.steps} steps: content {statistics.median(c_ratios):.2f}, "
+          f"model/optimizer {'at the equivalent step' if args.stop_at_equivalent else f'after {args.steps} steps'}: content {statistics.median(c_ratios):.2f}, "
           f"style {statistics.median(s_ratios):.2f} -> {'PASS' if ok else 'FAIL'}")
     if args.save and sheet:
         write_image(Path(args.save) / "sheet.jpg", np.concatenate(sheet, 0))

@@ -31,6 +31,6 @@ for stem in "${styles[@]}"; do
         train "$stem"
     else
         [ -f "$WORK/starry-night.ckpt.pt" ] || { echo "train starry_night first (its checkpoint starts the others)" >&2; exit 2; }
-        train "$stem" --init "$WORK/starry-night.ckpt.pt" --steps 1000 --fine-steps 150
+        train "$stem" --init "$WORK/starry-night.ckpt.pt" --steps 500 --fine-steps 50
     fi
 done
