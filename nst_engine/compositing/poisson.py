@@ -204,13 +204,9 @@ def _setup(source: np.ndarray, target: np.ndarray, mask: np.ndarray, mode: str, 
     r = np.zeros(T.shape, T.dtype)  # calloc: no pass over memory that is mostly left zero
     if mode == "seamless":
         # v_pq = S_p - S_q, so the terms cancel except across the boundary:
-        # r_p = sum over neighbours q outside Omega of (T_q - S_q)
-        D = np.subtract(T, S, out=S)
-        D *= ~omega
-        r[:, :-1] += D[:, 1:]
-        r[:, 1:] += D[:, :-1]
-        r[:, :, :-1] += D[:, :, 1:]
-        r[:, :, 1:] += D[:, :, :-1]
+        # r_p = sum over neighbours q outside Omega of (T_q - S_q), nonzero on Omega's inner edge only
+        _seamless_rhs(r, T, S, omega)
+        return _Problem(target, (x0, y0, x1, y1), neumann, m, omega, singular, T, f0, r)
     else:
         for axis in (1, 2):
             a, b = [slice(None)] * 3, [slice(None)] * 3
@@ -224,6 +220,20 @@ def _setup(source: np.ndarray, target: np.ndarray, mask: np.ndarray, mode: str, 
             r[b] -= g
     r *= omega
     return _Problem(target, (x0, y0, x1, y1), neumann, m, omega, singular, T, f0, r)
+
+
+def _seamless_rhs(r: np.ndarray, T: np.ndarray, S: np.ndarray, omega: np.ndarray) -> None:
+    """r_p += T_q - S_q for each 4-neighbour q outside Omega of each p in Omega (in the order below,
+    above, right, left), touching only Omega's inner edge: the work follows the selection's
+    perimeter, not its area."""
+    outside = ~omega
+    for dy, dx in ((1, 0), (-1, 0), (0, 1), (0, -1)):  # the neighbour q = p + (dy, dx)
+        has = np.zeros_like(omega)  # p in Omega whose neighbour in this direction is outside
+        ys, ye = max(0, -dy), omega.shape[0] - max(0, dy)
+        xs, xe = max(0, -dx), omega.shape[1] - max(0, dx)
+        np.logical_and(omega[ys:ye, xs:xe], outside[ys + dy:ye + dy, xs + dx:xe + dx], out=has[ys:ye, xs:xe])
+        py, px = np.nonzero(has)
+        r[:, py, px] += T[:, py + dy, px + dx] - S[:, py + dy, px + dx]
 
 
 def _finish(pb: _Problem, x: np.ndarray, iterations: list[int]) -> BlendReport:
