@@ -34,6 +34,13 @@ Aligning OpenCV:
 Run from the repository root (prints a markdown table; takes a few minutes on 2 cores):
     .venv/bin/python bench/bench_poisson.py [--sizes 1,4,16] [--repeat 3] [--mode seamless]
 Needs opencv-python-headless (the bench extra) and, for --reference amg/auto above 1.5 MP, pyamg.
+
+``--whole`` times each tool as a whole process instead, as a user runs it, on the same PNG files
+(source, target, each tool's mask; written with cv2.imwrite): ``nst blend SOURCE TARGET MASK -o
+OUT.png`` against ``python -c "cv2.imread x3; cv2.seamlessClone; cv2.imwrite"``. Each process
+pays its start-up, imports, PNG decoding and encoding; wall time is the best of --repeat (the two
+alternating), CPU time that run's (the child's user + system time):
+    .venv/bin/python bench/bench_poisson.py --whole --sizes 4,13 [--repeat 3]
 """
 from __future__ import annotations
 
@@ -194,15 +201,82 @@ def interleaved(fns: list, repeat: int) -> list[tuple[float, float, np.ndarray]]
     return best  # type: ignore[return-value]
 
 
+CV2_PROCESS = """import sys, cv2
+s, t = cv2.imread(sys.argv[1]), cv2.imread(sys.argv[2])
+m = cv2.imread(sys.argv[3], cv2.IMREAD_GRAYSCALE)
+out = cv2.seamlessClone(s, t, m, (int(sys.argv[4]), int(sys.argv[5])), int(sys.argv[7]))
+cv2.imwrite(sys.argv[6], out)
+"""
+
+
+def run_process(cmd: list[str]) -> tuple[float, float]:
+    """(wall s, CPU s of the child) of one process run."""
+    import resource
+    import subprocess
+
+    r0 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    t0 = time.perf_counter()
+    subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
+    wall = time.perf_counter() - t0
+    r1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return wall, (r1.ru_utime - r0.ru_utime) + (r1.ru_stime - r0.ru_stime)
+
+
+def whole_process(args: argparse.Namespace, flag: int) -> None:
+    """The --whole table: both tools as processes on the same PNG files."""
+    import tempfile
+
+    nst = Path(sys.executable).with_name("nst")
+    nst_cmd = [str(nst)] if nst.exists() else [sys.executable, "-c", "import sys; from nst_engine.cli import main; "
+                                                                        "sys.exit(main())"]
+    print("| mask MP | image | nst blend s (cpu) | cv2 process s (cpu) | nst speed-up | PNG out nst / cv2 MB |")
+    print("|---|---|---|---|---|---|")
+    for mp in (float(v) for v in args.sizes.split(",")):
+        region = blob(mp * 1e6)
+        source, target = images(region.shape[0])
+        mask_cv, p, omega = opencv_alignment(region)
+        with tempfile.TemporaryDirectory() as tmp:
+            d = Path(tmp)
+            cv2.imwrite(str(d / "source.png"), source[..., ::-1])
+            cv2.imwrite(str(d / "target.png"), target[..., ::-1])
+            cv2.imwrite(str(d / "mask.png"), omega.astype(np.uint8) * 255)
+            cv2.imwrite(str(d / "mask_cv.png"), mask_cv)
+            ins = [str(d / "source.png"), str(d / "target.png")]
+            cmds = [[*nst_cmd, "blend", *ins, str(d / "mask.png"), "-o", str(d / "nst.png"), "--mode", args.mode],
+                    [sys.executable, "-c", CV2_PROCESS, *ins, str(d / "mask_cv.png"), str(p[0]), str(p[1]),
+                     str(d / "cv2.png"), str(flag)]]
+            best = [(np.inf, np.inf)] * 2
+            for _ in range(args.repeat):
+                for i, cmd in enumerate(cmds):
+                    run = run_process(cmd)
+                    best[i] = min(best[i], run)
+            ours = cv2.imread(str(d / "nst.png"))[..., ::-1]
+            assert np.array_equal(ours[~omega], target[~omega]), "nst blend changed pixels outside the mask"
+            sizes = [os.path.getsize(d / f) / 1e6 for f in ("nst.png", "cv2.png")]
+        (t_n, c_n), (t_c, c_c) = best
+        print(f"| {omega.sum() / 1e6:.2f} | {region.shape[1]}x{region.shape[0]} | {t_n:.2f} ({c_n:.2f}) | "
+              f"{t_c:.2f} ({c_c:.2f}) | {t_c / t_n:.2f} | {sizes[0]:.1f} / {sizes[1]:.1f} |", flush=True)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--sizes", default="1,4,16", help="mask areas in megapixels, comma-separated")
     ap.add_argument("--repeat", type=int, default=3, help="timed runs of each method; the best is kept")
     ap.add_argument("--mode", choices=("seamless", "mixed"), default="seamless")
     ap.add_argument("--reference", choices=("auto", "spsolve", "amg", "none"), default="auto")
+    ap.add_argument("--whole", action="store_true", help="time both tools as whole processes on PNG files")
     args = ap.parse_args()
     flag = cv2.NORMAL_CLONE if args.mode == "seamless" else cv2.MIXED_CLONE
     cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    if args.whole:
+        print(f"# Whole processes ({args.mode}): `nst blend` vs a cv2.seamlessClone script, best of {args.repeat}")
+        print(f"python {platform.python_version()}, numpy {np.__version__}, opencv {cv2.__version__}, {cpus} CPUs, "
+              f"load average at start {os.getloadavg()[0]:.2f}")
+        print()
+        whole_process(args, flag)
+        print()
+        print(f"load average at end {os.getloadavg()[0]:.2f}")
+        return
     print(f"# Poisson blending ({args.mode}): nst_engine vs cv2.seamlessClone, best of {args.repeat}")
     print(f"python {platform.python_version()}, numpy {np.__version__}, scipy {scipy.__version__}, "
           f"opencv {cv2.__version__} ({cv2.getNumThreads()} threads), {cpus} CPUs, "
