@@ -254,7 +254,10 @@ class Server:
             if authenticated:
                 self._handle(conn)
         except (OSError, protocol.ProtocolError) as e:
-            log.info("connection dropped: %s", e)
+            if authenticated:
+                log.info("connection dropped: %s", e)
+            else:  # a flood of these must not fill the log
+                self._warn("dropped", "unauthenticated connection dropped: %s", e)
         except Exception:
             log.error("unexpected error:\n%s", traceback.format_exc())
         finally:
@@ -266,8 +269,7 @@ class Server:
             with self.active_lock:
                 self.active -= 1
                 self.last_activity = time.monotonic()
-            if authenticated:
-                self.rotate_log()
+            self.rotate_log()
 
     def _authenticate(self, conn: socket.socket) -> bool:
         """The mutual challenge (see `protocol`), all within HANDSHAKE_DEADLINE."""
