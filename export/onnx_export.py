@@ -155,6 +155,9 @@ def export_onnx(
                 raise EngineRuntimeError(
                     f"exported model differs from torch by {diff:.2e} (> {VERIFY_TOLERANCE:g}); not written"
                 )
+        from nst_engine.image import _umask
+
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; a new model gets the usual mode
         os.replace(tmp, out)
     finally:
         tmp.unlink(missing_ok=True)
