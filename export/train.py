@@ -388,7 +388,7 @@ def train(
 
     net.eval()
     settings = cfg.to_json()
-    for k in ("output", "checkpoint", "resume", "preview", "teacher", "content_dir", "style"):
+    for k in ("output", "checkpoint", "resume", "preview", "teacher", "init", "content_dir", "style"):
         if settings.get(k):  # file names only: no local paths in a shipped file
             settings[k] = Path(str(settings[k])).name
     # How it was trained, for `nst models` (minutes summed over resumed runs).

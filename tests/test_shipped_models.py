@@ -36,6 +36,8 @@ def test_every_shipped_model_has_metadata_and_runs(name: str) -> None:
     for key in ("style", "steps_done", "train_minutes", "processor", "content_weight", "style_layers", "style_size"):
         assert key in t, key
     assert t["steps_done"] >= 500 and t["train_minutes"] > 0
+    for k in ("output", "checkpoint", "resume", "preview", "teacher", "init", "content_dir", "style"):
+        assert "/" not in str(t.get(k) or ""), (k, t[k])  # file names only: no local paths in a shipped file
     # The photo: 64 px, and the result is a stylized picture, not the photo nor a flat field.
     img = small("sample:chelsea", 64)
     out = stylize_model(img, name, device="cpu")
