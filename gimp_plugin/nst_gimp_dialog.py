@@ -51,6 +51,17 @@ INTRO = {
 }
 
 
+def _wrapped(label):
+    """A dialog label that wraps at ~48 characters, left-aligned (cosmetic: skipped where this GTK lacks it)."""
+    try:
+        label.set_line_wrap(True)
+        label.set_max_width_chars(48)
+        label.set_xalign(0.0)
+    except Exception:  # cosmetic only: a widget or binding without these shows the text unwrapped
+        pass
+    return label
+
+
 def _first_use(config, args):
     """The first time the dialog opens, start from each argument's ``dialog_default`` (e.g. the
     model method on a computer without CUDA) where the config still holds the PDB default;
@@ -137,13 +148,7 @@ def _estimate_label(dialog, config, spec, name, regions, handlers):
     cost = spec.get("estimate")
     if name != PROC_STYLIZE or timing is None or not cost or not regions:
         return None
-    label = dialog.get_label("estimate", "", False, False)
-    try:
-        label.set_line_wrap(True)
-        label.set_max_width_chars(48)
-        label.set_xalign(0.0)
-    except Exception:
-        pass
+    label = _wrapped(dialog.get_label("estimate", "", False, False))
 
     def update(*_):
         try:
@@ -188,13 +193,7 @@ def show_dialog(procedure, config, spec, engine, regions=()):
         dialog.fill_box(key + "-box", names)
         frames.append((dialog.fill_frame(key + "-frame", key + "-title", False, key + "-box"), names))
         frame_ids.append(key + "-frame")
-    intro = dialog.get_label("intro", INTRO[name], False, False)
-    try:
-        intro.set_line_wrap(True)
-        intro.set_max_width_chars(48)
-        intro.set_xalign(0.0)
-    except Exception:
-        pass
+    intro = _wrapped(dialog.get_label("intro", INTRO[name], False, False))
     top = [n for n in TOP[name] if n in args]
     handlers = []  # config signal handlers, disconnected with the dialog
     if _estimate_label(dialog, config, spec, name, list(regions), handlers) is not None:
