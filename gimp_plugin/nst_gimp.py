@@ -24,6 +24,9 @@ if HERE not in sys.path:
     sys.path.insert(0, HERE)
 from nst_gimp_layers import (  # noqa: E402  (next to this file)
     MASK, UserError, layer_mode, new_layer, offsets, read_pixels, selected_layers, targets, write_pixels)
+from nst_gimp_spec import (  # noqa: E402  (next to this file; no gi)
+    INSTALL_HINT, STYLIZE_HELP, load_spec, missing_arguments, not_installed_message, spec_mismatch_message,
+    unexpected_error_message)
 
 try:
     from nst_bridge import client as bridge  # copied next to this file by `nst gimp-install`
@@ -36,35 +39,6 @@ PROC_STYLIZE = "plug-in-nst-stylize"
 PROC_TEXTURE = "plug-in-nst-texture"
 SPEC_FILE = os.path.join(HERE, "nst-gimp-args.json")
 OTHER_MODEL = "file"  # the Model choice that uses Model file (see nst_engine/bridge/arguments.py)
-INSTALL_HINT = "Run `nst gimp-install` from the Python environment where nst-gimp is installed, then restart GIMP."
-
-
-STYLIZE_HELP = """\
-Neural style transfer: for every selected layer, a new layer just above it holds the layer
-repainted. With a selection, only the selection (plus context) is processed and blended back,
-and the new layer gets the selection as its mask. The originals are not modified.
-
-method "iterative" (Gatys et al.; the default for scripts) optimises the pixels towards the style
-of style-layer (a layer of any open image) or, when that is unset, style-file; steps, size and
-style-weight apply. It takes minutes on a CPU. method "model" runs a trained feed-forward
-network in one pass, in the style it was trained on (no style image): model is the name of a
-shipped model (the model argument's choices, e.g. "starry-night"), or "file" with model-file an
-.onnx file made by `nst train`; model-size is the long side the layer is painted at (0: full
-resolution). preserve-colors, composite, layer-mode and opacity apply to both methods.
-
-Example (Python-Fu): proc = Gimp.get_pdb().lookup_procedure("plug-in-nst-stylize");
-cfg = proc.create_config(); set image and drawables; cfg.set_property("method", "model");
-cfg.set_property("model", "starry-night") (or "file", and model-file to
-Gio.File.new_for_path("/path/my.onnx")); proc.run(cfg).
-"""
-
-
-def load_spec():
-    try:
-        with open(SPEC_FILE, encoding="utf-8") as fh:
-            return json.load(fh)
-    except (OSError, ValueError):
-        return None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -103,7 +77,7 @@ class NeuralStyle(Gimp.PlugIn):
         return False
 
     def do_create_procedure(self, name):
-        spec = load_spec()
+        spec = load_spec(SPEC_FILE)
         if name == PROC_STYLIZE:
             proc = Gimp.ImageProcedure.new(self, name, Gimp.PDBProcType.PLUGIN, run_stylize, None)
             proc.set_menu_label("_Neural Style Transfer...")
@@ -151,45 +125,45 @@ def error_values(procedure, message):
 
 
 def _run(procedure, run_mode, image, drawables, config, body):
-    spec = load_spec()
+    """Every failure ends as EXECUTION_ERROR with a message (never "plug-in crashed")."""
+    spec = load_spec(SPEC_FILE)
     if bridge is None or spec is None:
         why = _BRIDGE_ERROR or ("%s is missing or unreadable" % SPEC_FILE)
-        return error_values(procedure, "The NST plug-in is not installed completely (%s). %s" % (why, INSTALL_HINT))
-    engine = None
+        return error_values(procedure, not_installed_message(why))
     try:
-        engine = bridge.Engine(bridge.load_config())
-    except bridge.BridgeError as e:
-        engine_error = str(e)
-    if run_mode == Gimp.RunMode.INTERACTIVE:
-        try:
-            import nst_gimp_dialog  # next to this file; GimpUi is needed for dialogs only
-        except ImportError as e:
-            return error_values(procedure, "The NST plug-in is not installed completely (%s). %s" % (e, INSTALL_HINT))
-        if not nst_gimp_dialog.show_dialog(procedure, config, spec, engine, _dialog_regions(procedure, image, drawables)):
-            return procedure.new_return_values(Gimp.PDBStatusType.CANCEL, GLib.Error())
-    try:
+        missing = missing_arguments(spec, procedure.get_name(), lambda name: config.find_property(name) is not None)
+        if missing:
+            raise UserError(spec_mismatch_message(SPEC_FILE, missing))
         if image.get_base_type() == Gimp.ImageBaseType.INDEXED:
             raise UserError("Neural Style Transfer does not work on indexed images. "
                             "Convert the image first: Image ▸ Mode ▸ RGB (or Grayscale).")
-        if engine is None:
-            raise UserError(engine_error)
+        engine = bridge.Engine(bridge.load_config())  # BridgeError: a broken config, said before the dialog
+        if run_mode == Gimp.RunMode.INTERACTIVE:
+            try:
+                import nst_gimp_dialog  # next to this file; GimpUi is needed for dialogs only
+            except ImportError as e:
+                raise UserError(not_installed_message(str(e))) from None
+            if not nst_gimp_dialog.show_dialog(procedure, config, spec, engine,
+                                               _dialog_regions(procedure, image, drawables)):
+                return procedure.new_return_values(Gimp.PDBStatusType.CANCEL, GLib.Error())
         body(procedure, image, list(drawables or []), config, spec, engine)
-    except UserError as e:
-        return error_values(procedure, str(e))
-    except bridge.BridgeError as e:
+    except (UserError, bridge.BridgeError) as e:
         return error_values(procedure, str(e))
     except Exception as e:  # a bug: still a message, not a "plug-in crashed"
         import traceback
 
         traceback.print_exc()
-        return error_values(procedure, "Unexpected error in the NST plug-in (%s: %s). The image was not changed "
-                            "unless new layers appear; please report this." % (type(e).__name__, e))
+        return error_values(procedure, unexpected_error_message(e))
     finally:
-        try:
-            Gimp.progress_end()
-        except Exception:
-            pass
+        _end_progress()
     return procedure.new_return_values(Gimp.PDBStatusType.SUCCESS, GLib.Error())
+
+
+def _end_progress() -> None:
+    try:
+        Gimp.progress_end()
+    except Exception as e:  # cleanup in `finally` must never replace the run's own result or message
+        print("[nst-gimp] ending the progress bar failed: %s" % e, file=sys.stderr)
 
 
 def run_stylize(procedure, run_mode, image, drawables, config, data):
@@ -285,7 +259,7 @@ def _dialog_regions(procedure, image, drawables):
     try:
         return [(max(l.get_width(), l.get_height()), rh, rw)
                 for l, (_, _, rw, rh) in targets(image, selected_layers(list(drawables or [])))]
-    except Exception:  # the run reports bad drawables properly
+    except UserError:  # no layers, a group, a channel: the run says so after the dialog
         return []
 
 

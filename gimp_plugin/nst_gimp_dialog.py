@@ -19,6 +19,8 @@ gi.require_version("Gimp", "3.0")
 gi.require_version("GimpUi", "3.0")
 from gi.repository import Gimp, GimpUi, GLib, GObject  # noqa: E402
 
+from nst_bridge.state import BridgeError  # noqa: E402  (copied next to the plug-in by `nst gimp-install`)
+
 try:
     from nst_bridge import timing  # copied next to the plug-in by `nst gimp-install`
 except ImportError:  # pragma: no cover - an older installation: no estimate line
@@ -51,14 +53,23 @@ INTRO = {
 }
 
 
+# Cosmetic touches (wrapping, slider ranges, a thumbnail) that this GTK or GIMP binding may lack:
+# the dialog works without them, so such a failure is reported on stderr and the dialog goes on.
+COSMETIC_ERRORS = (AttributeError, TypeError, GLib.Error)
+
+
+def _cosmetic_failed(what: str, error: BaseException) -> None:
+    print("[nst-gimp] dialog: %s skipped (%s: %s)" % (what, type(error).__name__, error), file=sys.stderr)
+
+
 def _wrapped(label):
-    """A dialog label that wraps at ~48 characters, left-aligned (cosmetic: skipped where this GTK lacks it)."""
+    """A dialog label that wraps at ~48 characters, left-aligned."""
     try:
         label.set_line_wrap(True)
         label.set_max_width_chars(48)
         label.set_xalign(0.0)
-    except Exception:  # cosmetic only: a widget or binding without these shows the text unwrapped
-        pass
+    except COSMETIC_ERRORS as e:  # the text shows unwrapped
+        _cosmetic_failed("wrapping a label", e)
     return label
 
 
@@ -90,14 +101,17 @@ def _refresh_layer_preview(dialog, config):
         return
     try:
         chooser = dialog.get_widget("style-layer", GObject.TYPE_NONE)
-    except Exception:
+        if chooser is None:
+            raise TypeError("the dialog has no style-layer widget")
+    except COSMETIC_ERRORS as e:  # the chooser still works, without the first thumbnail
+        _cosmetic_failed("the style layer's thumbnail", e)
         return
 
     def again(*_):
         try:
             chooser.set_drawable(layer)
-        except Exception:
-            pass
+        except COSMETIC_ERRORS as e:  # as above
+            _cosmetic_failed("the style layer's thumbnail", e)
         return False
 
     chooser.connect("size-allocate", lambda *a: GLib.idle_add(again))
@@ -112,8 +126,8 @@ def _soft_ranges(dialog, args):
                 w.set_scale_limits(a["soft"][0], a["soft"][1])
                 if "digits" in a:
                     w.set_digits(a["digits"])
-            except Exception:
-                pass
+            except COSMETIC_ERRORS as e:  # the slider spans the full range
+                _cosmetic_failed("the slider range of %s" % a["name"], e)
 
 
 class _Visibility:
@@ -125,9 +139,12 @@ class _Visibility:
         for name, a in args.items():
             if a.get("show_if"):
                 try:
-                    self.widgets[name] = dialog.get_widget(name, GObject.TYPE_NONE)
-                except Exception:
-                    pass
+                    widget = dialog.get_widget(name, GObject.TYPE_NONE)
+                    if widget is None:
+                        raise TypeError("the dialog has no widget for %s" % name)
+                    self.widgets[name] = widget
+                except COSMETIC_ERRORS as e:  # the argument is then always shown
+                    _cosmetic_failed("hiding %s when it does not apply" % name, e)
         self.watched = sorted({k for a in args.values() for k in (a.get("show_if") or {})})
 
     def shown(self, name):
@@ -174,8 +191,8 @@ def show_dialog(procedure, config, spec, engine, regions=()):
     if engine is not None:
         try:  # warm the engine up while the user is choosing settings
             engine.prestart()
-        except Exception:
-            pass  # the run reports engine problems with a proper message
+        except (BridgeError, OSError) as e:  # the run tries again and reports it with a proper message
+            print("[nst-gimp] starting the engine early failed: %s" % e, file=sys.stderr)
     name = procedure.get_name()
     args = {a["name"]: a for a in spec["procedures"][name]}
     _first_use(config, args)

@@ -5,6 +5,7 @@ Installs ``plug-ins/nst-gimp/``::
     nst-gimp.py          the plug-in (executable; GIMP runs plug-ins/NAME/NAME.py)
     nst_gimp_dialog.py   its dialogs (imported for interactive runs only)
     nst_gimp_layers.py   reading and writing GIMP pixels, the regions to process
+    nst_gimp_spec.py     the argument spec, checked against what GIMP registered, and the messages
     nst_bridge/          the bridge client, its state files and the time estimate (standard library only), copied
                          from nst_engine.bridge
     nst-gimp-args.json   the procedures' arguments, generated from StyleConfig and from what the
@@ -43,7 +44,7 @@ settings, and nst-bridge.json naming this Python) into every GIMP 3.x user folde
 if there is none yet. The dialog's time estimate comes from one optimizer step timed on this
 computer (the first time only; --remeasure times it again). Safe to run again; restart GIMP
 afterwards."""
-PLUGIN_MODULES = ("nst_gimp_dialog.py", "nst_gimp_layers.py")  # gimp_plugin/ modules installed beside it
+PLUGIN_MODULES = ("nst_gimp_dialog.py", "nst_gimp_layers.py", "nst_gimp_spec.py")  # gimp_plugin/ modules installed beside it
 NEWEST_KNOWN = "3.0"  # the user folder to create when no GIMP 3.x folder exists yet
 _VERSION_DIR = re.compile(r"^3\.(\d+)$")
 
