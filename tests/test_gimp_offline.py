@@ -1,8 +1,10 @@
-"""The GIMP side without a GIMP: the plug-in's messages and error handling."""
+"""The GIMP side without a GIMP: the plug-in's messages and error handling, and when the real GIMP
+tests run, skip or fail."""
 from __future__ import annotations
 
 import ast
 import json
+import sys
 from pathlib import Path
 
 import pytest
@@ -10,6 +12,8 @@ import pytest
 from gimp_plugin import nst_gimp_spec
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "tests" / "gimp"))
+import gimpchroot  # noqa: E402
 
 
 # --------------------------------------------------------------------------------------------
@@ -72,3 +76,28 @@ def test_plugin_shows_the_dialog_inside_its_error_handling() -> None:
         name = getattr(call.func, "attr", getattr(call.func, "id", ""))
         if name in ("show_dialog", "Engine", "load_config", "missing_arguments", "body", "_dialog_regions"):
             assert id(call) in inside, f"{name}() is called outside the try of _run"
+
+
+# --------------------------------------------------------------------------------------------
+# the real GIMP tests: run, skip or fail
+# --------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("environ,platform,euid,unshare,expected", [
+    ({}, "linux", 0, "/usr/bin/unshare", None),
+    ({"CI": "true"}, "linux", 0, "/usr/bin/unshare", None),
+    ({}, "linux", 1000, "/usr/bin/unshare", ("skip", "need root")),
+    ({"CI": "true"}, "linux", 1000, "/usr/bin/unshare", ("fail", "need root")),
+    ({"CI": "1"}, "linux", 1000, "/usr/bin/unshare", ("fail", "mandatory in CI")),
+    ({"CI": "false"}, "linux", 1000, "/usr/bin/unshare", ("skip", "with CI=true this is a failure")),
+    ({}, "darwin", 501, None, ("skip", "need Linux")),
+    ({"CI": "true"}, "win32", None, None, ("fail", "need Linux")),
+    ({}, "linux", 0, None, ("skip", "unshare")),
+    ({"CI": "true", "NST_SKIP_GIMP": "1"}, "linux", 1000, None, ("skip", "NST_SKIP_GIMP=1")),
+])
+def test_gimp_tests_skip_outside_ci_and_fail_in_it(environ: dict[str, str], platform: str, euid: int | None,
+                                                   unshare: str | None, expected: tuple[str, str] | None) -> None:
+    verdict = gimpchroot.gimp_tests_verdict(environ, platform, euid, unshare)
+    if expected is None:
+        assert verdict is None
+    else:
+        assert verdict is not None and verdict[0] == expected[0] and expected[1] in verdict[1], verdict

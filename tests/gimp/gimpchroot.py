@@ -24,6 +24,7 @@ import shutil
 import subprocess
 import sys
 import time
+from collections.abc import Mapping
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
@@ -34,6 +35,39 @@ PACKAGES = [
     "gimp", "python3-gi", "gir1.2-gimp-3.0",  # GIMP 3 and its Python plug-in support
     "xvfb", "xauth", "imagemagick", "fonts-dejavu-core", "x11-utils", "xdotool",  # screenshots
 ]
+
+
+def in_ci(environ: Mapping[str, str]) -> bool:
+    """Is this a CI run? ``CI`` set to true/1/yes, as GitHub Actions, GitLab CI and most runners do."""
+    return environ.get("CI", "").strip().lower() in ("true", "1", "yes")
+
+
+def missing_prerequisite(platform: str, euid: int | None, unshare: str | None) -> str | None:
+    """What this machine lacks to build and run the chroot, or None."""
+    if platform != "linux":
+        return f"the GIMP tests need Linux (a Debian chroot); this is {platform}"
+    if euid != 0:
+        return ("the GIMP tests need root (debootstrap, chroot, mount namespaces); run them as root: "
+                "sudo .venv/bin/python -m pytest tests/test_gimp.py")
+    if unshare is None:
+        return "the GIMP tests need `unshare` (util-linux) on the PATH"
+    return None
+
+
+def gimp_tests_verdict(environ: Mapping[str, str], platform: str, euid: int | None,
+                       unshare: str | None) -> tuple[str, str] | None:
+    """None: run the GIMP tests; ("skip", why) or ("fail", why) otherwise.
+
+    In CI (`in_ci`) a missing prerequisite fails: a skip there would hide a broken plug-in.
+    Elsewhere it skips, saying why. ``NST_SKIP_GIMP=1`` always skips (a deliberate choice)."""
+    if environ.get("NST_SKIP_GIMP") == "1":
+        return ("skip", "NST_SKIP_GIMP=1")
+    why = missing_prerequisite(platform, euid, unshare)
+    if why is None:
+        return None
+    if in_ci(environ):
+        return ("fail", f"{why} (CI={environ.get('CI')}: the GIMP tests are mandatory in CI)")
+    return ("skip", f"{why} (with CI=true this is a failure)")
 
 
 def log(msg: str) -> None:
