@@ -11,7 +11,9 @@ Installs ``plug-ins/nst-gimp/``::
     nst-gimp-args.json   the procedures' arguments, generated from StyleConfig and from what the
                          engine's Python reports (`engine_facts`): the shipped models, whether
                          CUDA is there, the measured cost of an optimizer step
-    nst-bridge.json      where the engine is: this Python and the folder holding nst_engine
+    nst-bridge.json      where the engine is: this Python and the folder holding nst_engine, the
+                         `nst serve` command; in a Flatpak GIMP's folder also "flatpak": true (the
+                         plug-in then uses the server the user starts with `nst serve --flatpak`)
 
 into every GIMP 3.x user folder found (native, and Flatpak on Linux), or into the default one of
 the newest GIMP 3 if none exists yet; ``--gimp-config-dir`` names one explicitly. Running it
@@ -94,18 +96,30 @@ def _plugin_source() -> Path:
     raise FileNotFoundError("gimp_plugin/nst_gimp.py is missing from this installation of nst-gimp")
 
 
-def bridge_config(engine_python: str | None = None) -> dict[str, Any]:
-    from . import __version__
-    from .bridge.client import DEFAULT_IDLE_TIMEOUT
+def is_flatpak_profile(gimp_dir: Path) -> bool:
+    """Is ``gimp_dir`` a Flatpak GIMP's user folder (``~/.var/app/APP/config/GIMP/3.x``)?"""
+    parts = Path(gimp_dir).expanduser().absolute().parts
+    return any(parts[i:i + 2] == (".var", "app") for i in range(len(parts) - 1))
 
-    return {
+
+def bridge_config(engine_python: str | None = None, flatpak: bool = False) -> dict[str, Any]:
+    from . import __version__
+    from .bridge.state import DEFAULT_IDLE_TIMEOUT, serve_base_command
+
+    python = engine_python or sys.executable
+    cfg: dict[str, Any] = {
         "format": 1,
-        "engine_python": engine_python or sys.executable,
+        "engine_python": python,
         # The folder that holds nst_engine, for a source checkout that is not pip-installed.
         "engine_pythonpath": str(Path(__file__).resolve().parent.parent),
         "engine_version": __version__,
         "idle_timeout": DEFAULT_IDLE_TIMEOUT,
+        # What the plug-in tells the user to run when it cannot start the engine itself.
+        "serve_command": serve_base_command(python),
     }
+    if flatpak:
+        cfg["flatpak"] = True
+    return cfg
 
 
 def engine_facts(remeasure: bool = False) -> "EngineFacts":
@@ -160,8 +174,9 @@ def facts_for(engine_python: str | None = None, remeasure: bool = False) -> "Eng
         return engine_facts(remeasure)
 
 
-def plugin_files(engine_python: str | None = None, facts: "EngineFacts | None" = None) -> dict[str, tuple[bytes, int]]:
-    """Relative path inside plug-ins/nst-gimp → (content, mode)."""
+def plugin_files(engine_python: str | None = None, facts: "EngineFacts | None" = None,
+                 flatpak: bool = False) -> dict[str, tuple[bytes, int]]:
+    """Relative path inside plug-ins/nst-gimp → (content, mode); ``flatpak``: for a Flatpak GIMP."""
     from .bridge import arguments
 
     if facts is None:
@@ -182,7 +197,7 @@ def plugin_files(engine_python: str | None = None, facts: "EngineFacts | None" =
         "nst_bridge/state.py": ((bridge / "state.py").read_bytes(), 0o644),
         "nst_bridge/timing.py": ((bridge / "timing.py").read_bytes(), 0o644),
         "nst-gimp-args.json": (dump(arguments.spec(facts)), 0o644),
-        "nst-bridge.json": (dump(bridge_config(engine_python)), 0o644),
+        "nst-bridge.json": (dump(bridge_config(engine_python, flatpak)), 0o644),
     }
 
 
@@ -190,7 +205,7 @@ def install(gimp_dir: Path, engine_python: str | None = None, facts: "EngineFact
     """Install into one GIMP user folder; returns what changed (empty: already up to date)."""
     target = gimp_dir / "plug-ins" / PLUGIN_NAME
     changed = []
-    for rel, (content, mode) in plugin_files(engine_python, facts).items():
+    for rel, (content, mode) in plugin_files(engine_python, facts, is_flatpak_profile(gimp_dir)).items():
         path = target / rel
         path.parent.mkdir(parents=True, exist_ok=True)
         if not path.is_file() or path.read_bytes() != content:
@@ -263,18 +278,33 @@ def run(args: argparse.Namespace) -> int:
               "If your GIMP uses another folder, run again with --gimp-config-dir.")
     print("Restart GIMP, then use Filters ▸ Artistic ▸ Neural Style Transfer… "
           "or Filters ▸ Render ▸ Neural Texture…")
+    flatpak = any(is_flatpak_profile(d) for d in dirs)
+    if flatpak:
+        print("GIMP from Flatpak cannot start the engine itself: run `nst serve --flatpak` outside GIMP and "
+              "leave it running (README, \"Flatpak GIMP\"; `nst serve --flatpak --systemd-unit` prints a "
+              "service that starts it with your session).")
     if any_changed:
         _stop_server()  # a running server may be of an older engine: the next call starts a fresh one
+        if flatpak and _stop_server(flatpak_dir=True):
+            print("Stopped the engine server of `nst serve --flatpak` (it may be of the older version): start "
+                  "it again (a systemd service with Restart=always restarts it by itself).")
     return 0
 
 
-def _stop_server() -> None:
-    try:
-        from .bridge.client import Engine
+def _stop_server(flatpak_dir: bool = False) -> bool:
+    """Ask the engine server in the native (or Flatpak) state folder to exit. True if one did."""
+    from .bridge.client import BridgeError, Engine
+    from .bridge.state import FLATPAK_APP, flatpak_state_dir
 
-        Engine({"engine_python": sys.executable}).shutdown()
-    except Exception:
-        pass
+    engine = Engine({"engine_python": sys.executable}, flatpak_state_dir(FLATPAK_APP) if flatpak_dir else None)
+    try:
+        if engine.running() is None:
+            return False
+        engine.shutdown()  # whichever Python it runs: a server of another engine is asked to leave too
+        return True
+    except (BridgeError, OSError) as e:  # stopping is a courtesy: the plug-in copes with an old server
+        print(f"note: could not stop the running engine server ({e})", file=sys.stderr)
+        return False
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -305,6 +305,27 @@ def test_broken_engine_config(gimp, name, text):
     assert not r["new_layers"] and r["source_unchanged"]
 
 
+def test_flatpak_without_a_server_names_the_command(gimp):
+    """As installed for GIMP from Flatpak, the plug-in never starts the engine: with none running it
+    says which command to run outside GIMP."""
+    r = _check(gimp, "flatpak_no_server")
+    assert r["status"] == "execution-error" and not r["new_layers"] and r["source_unchanged"], r
+    assert "Flatpak" in r["message"] and "outside GIMP" in r["message"], r["message"]
+    assert r["command"] == f"{Path(sys.executable).parent / 'nst'} serve --state-dir {OUT_INSIDE}/state", r["message"]
+    assert not r["server_started"]
+
+
+def test_flatpak_uses_the_server_started_by_that_command(gimp):
+    """The command from that message, run outside the plug-in, serves the next call; SIGTERM ends it cleanly."""
+    r = _check(gimp, "flatpak_served")
+    assert r["state_pid"] == r["command_pid"] and r["exit_before_call"] is None, r
+    assert r["status"] == "success", r.get("message")
+    assert len(r["new_layers"]) == 1 and r["source_unchanged"]
+    assert r["timing"] and r["timing"][0]["server_pid"] == r["command_pid"] and not r["timing"][0]["spawned"], r
+    assert r["state_pid_after"] == r["command_pid"]
+    assert r["exit_code"] == 0 and not r["state_left"], r  # the state file goes with the server
+
+
 def test_install_timed_an_optimizer_step(gimp):
     """The dialog's estimate: nst gimp-install measured a step here and wrote its cost into the spec."""
     import torch

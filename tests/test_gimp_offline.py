@@ -1,19 +1,193 @@
-"""The GIMP side without a GIMP: the plug-in's messages and error handling, and when the real GIMP
-tests run, skip or fail."""
+"""The GIMP side without a GIMP: Flatpak (the state folder, a client that never starts the engine
+and names the command, `nst serve`), the plug-in's messages and error handling, and when the real
+GIMP tests run, skip or fail."""
 from __future__ import annotations
 
 import ast
 import json
+import os
+import shlex
+import signal
+import subprocess
 import sys
+import time
 from pathlib import Path
+from typing import Any
 
+import numpy as np
 import pytest
 
 from gimp_plugin import nst_gimp_spec
+from nst_engine.bridge import client, state
+from nst_engine.bridge.server import Server
+from nst_engine.cli import build_parser
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests" / "gimp"))
 import gimpchroot  # noqa: E402
+
+NST = str(Path(sys.executable).parent / "nst")
+linux_only = pytest.mark.skipif(sys.platform != "linux", reason="Flatpak and XDG folders are Linux's")
+
+
+@pytest.fixture
+def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A fresh $HOME outside any Flatpak, with no state-folder override."""
+    if os.path.isfile("/.flatpak-info"):
+        pytest.skip("these tests run outside a Flatpak sandbox")
+    monkeypatch.setenv("HOME", str(tmp_path))
+    for var in ("NST_BRIDGE_STATE_DIR", "FLATPAK_ID", "XDG_RUNTIME_DIR", "NST_ENGINE_PYTHON"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    return tmp_path
+
+
+# --------------------------------------------------------------------------------------------
+# the state folder
+# --------------------------------------------------------------------------------------------
+
+@linux_only
+def test_state_dir_inside_flatpak_is_the_apps_own_cache(home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    flatpak = home / ".var/app/org.gimp.GIMP/cache/nst-gimp"
+    assert state.state_dir({}) == home / "cache" / "nst-gimp"  # outside Flatpak: as before
+    assert not state.in_flatpak({})
+    assert state.state_dir({"flatpak": True}) == flatpak  # installed into a Flatpak GIMP's folder
+    monkeypatch.setenv("FLATPAK_ID", "org.gimp.GIMP")  # what the sandbox sets
+    assert state.in_flatpak({}) and state.state_dir({}) == flatpak
+    monkeypatch.setenv("FLATPAK_ID", "org.example.OtherGIMP")
+    assert state.state_dir({}) == home / ".var/app/org.example.OtherGIMP/cache/nst-gimp"
+    assert state.state_dir({"state_dir": str(home / "cfg")}) == home / "cfg"  # the config's choice wins
+    monkeypatch.setenv("NST_BRIDGE_STATE_DIR", str(home / "env"))
+    assert state.state_dir({"state_dir": str(home / "cfg")}) == home / "env"  # and the environment's over it
+
+
+@linux_only
+def test_start_outside_command(home: Path) -> None:
+    cfg = {"engine_python": sys.executable, "serve_command": [NST, "serve"]}
+    assert state.start_outside_command(cfg, state.flatpak_state_dir()) == f"{shlex.quote(NST)} serve --flatpak"
+    assert state.start_outside_command(cfg, home / "my state") == f"{shlex.quote(NST)} serve --state-dir '{home}/my state'"
+    # an older config without serve_command: the nst script beside the engine's Python
+    assert state.start_outside_command({"engine_python": sys.executable}, home / "s") == \
+        f"{shlex.quote(NST)} serve --state-dir {home}/s"
+    # no nst script there (a source checkout): python -m, with the checkout on PYTHONPATH
+    python = home / "bin" / "python3"
+    python.parent.mkdir()
+    python.touch()
+    cmd = state.start_outside_command({"engine_python": str(python), "engine_pythonpath": "/src/nst gimp"},
+                                      state.flatpak_state_dir())
+    assert cmd == f"PYTHONPATH='/src/nst gimp' {python} -m nst_engine.cli.serve --flatpak"
+
+
+# --------------------------------------------------------------------------------------------
+# the client in Flatpak
+# --------------------------------------------------------------------------------------------
+
+@linux_only
+def test_flatpak_client_never_starts_the_engine_and_says_how(home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("FLATPAK_ID", "org.gimp.GIMP")
+
+    def no_popen(*a: Any, **k: Any) -> None:
+        raise AssertionError(f"the client tried to start a process: {a}")
+
+    monkeypatch.setattr(client.subprocess, "Popen", no_popen)
+    engine = client.Engine({"engine_python": sys.executable, "serve_command": [NST, "serve"]})
+    assert not engine.can_spawn and engine.dir == home / ".var/app/org.gimp.GIMP/cache/nst-gimp"
+    assert engine.prestart() is False
+    with pytest.raises(client.BridgeError) as e:
+        engine.call("stylize", {}, {"content": ([2, 3, 4], np.zeros((2, 3, 4), np.float32))})
+    message = str(e.value)
+    assert "Flatpak cannot start it itself" in message and "outside GIMP" in message
+    assert f"\n    {shlex.quote(NST)} serve --flatpak\n" in message
+    assert not (engine.dir / state.STATE_NAME).exists()
+
+
+def test_flatpak_client_uses_the_users_server_whatever_its_python(bridge_server: Any,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """A native client stops a server of another Python and starts its own; in Flatpak it cannot,
+    so the server the user started (it proves the token) is the engine, and is never stopped."""
+    srv: Server = bridge_server()
+    img = np.full((2, 3, 4), 0.25, np.float32)
+    other = {"engine_python": "/elsewhere/bin/python", "flatpak": True}
+    header, out = client.Engine(other).call("stylize", {}, {"content": ([2, 3, 4], img)})
+    assert np.allclose(np.frombuffer(out["image"][1], "<f4"), 0.75)
+    assert not srv.stopping.is_set()
+    with pytest.raises(client.BridgeError, match="not found"):  # outside Flatpak: stopped, then ours fails
+        client.Engine({"engine_python": "/elsewhere/bin/python"}).call("stylize", {}, {"content": ([2, 3, 4], img)})
+    assert srv.stopping.wait(5)
+
+
+# --------------------------------------------------------------------------------------------
+# nst serve
+# --------------------------------------------------------------------------------------------
+
+def _serve(args: list[str], env: dict[str, str]) -> subprocess.Popen[str]:
+    return subprocess.Popen([sys.executable, "-m", "nst_engine.cli.serve", *args], env=env, cwd=REPO,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="SIGTERM")
+def test_nst_serve_honours_the_state_dir_and_serves_the_client(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`nst serve` finds its folder in NST_BRIDGE_STATE_DIR (or --state-dir), the client finds it
+    there; a second one for the same folder refuses; SIGTERM ends it and removes the state file."""
+    folder = tmp_path / "state"
+    env = dict(os.environ, NST_BRIDGE_STATE_DIR=str(folder), PYTHONPATH=str(REPO))
+    first = _serve(["--no-preload"], env)
+    try:
+        deadline = time.monotonic() + 60
+        while state.read_state(folder) is None and first.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        st = state.read_state(folder)
+        assert st is not None and st["pid"] == first.pid, first.stderr.read() if first.poll() is not None else st
+        assert (folder.stat().st_mode & 0o777) == 0o700
+        monkeypatch.setenv("NST_BRIDGE_STATE_DIR", str(folder))
+        hello = client.Engine({"engine_python": "/elsewhere/bin/python", "flatpak": True}).running()
+        assert hello is not None and hello["pid"] == first.pid
+        env.pop("NST_BRIDGE_STATE_DIR")
+        second = subprocess.run([sys.executable, "-m", "nst_engine.cli.serve", "--state-dir", str(folder)],
+                                env=env, cwd=REPO, capture_output=True, text=True, timeout=60)
+        assert second.returncode == 1 and f"already runs for {folder} (pid {first.pid}" in second.stderr
+        first.send_signal(signal.SIGTERM)
+        assert first.wait(30) == 0
+        assert not (folder / state.STATE_NAME).exists()
+        assert "state file" in first.stderr.read()
+    finally:
+        if first.poll() is None:
+            first.kill()
+            first.wait()
+
+
+@linux_only
+def test_nst_serve_flatpak_folder_and_systemd_unit(home: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from nst_engine.cli import main, serve
+
+    args = build_parser("serve").parse_args(["serve", "--flatpak"])
+    assert serve.chosen_state_dir(args) == home / ".var/app/org.gimp.GIMP/cache/nst-gimp"
+    assert serve.chosen_state_dir(build_parser("serve").parse_args(["serve", "--state-dir", "~/x"])) == home / "x"
+    assert main(["serve", "--flatpak", "--systemd-unit"]) == 0
+    unit = capsys.readouterr().out
+    assert f"\nExecStart={shlex.quote(NST)} serve --flatpak\n" in unit
+    assert "\nRestart=always\n" in unit and "\nWantedBy=default.target\n" in unit
+    assert main(["serve", "--flatpak", "--state-dir", "x"]) == 2  # one or the other
+    assert main(["serve", "--idle-timeout", "-5"]) == 2
+    assert "--idle-timeout=-5.0" in capsys.readouterr().err
+
+
+# --------------------------------------------------------------------------------------------
+# nst gimp-install for a Flatpak GIMP
+# --------------------------------------------------------------------------------------------
+
+def test_gimp_install_marks_a_flatpak_gimps_config(tmp_path: Path) -> None:
+    from nst_engine import gimp_install
+
+    flatpak = tmp_path / ".var/app/org.gimp.GIMP/config/GIMP/3.0"
+    native = tmp_path / ".config/GIMP/3.0"
+    assert gimp_install.is_flatpak_profile(flatpak) and not gimp_install.is_flatpak_profile(native)
+    for d in (flatpak, native):
+        gimp_install.install(d, sys.executable, facts={})
+        assert (d / "plug-ins/nst-gimp/nst_gimp_spec.py").is_file()
+    cfg = json.loads((flatpak / "plug-ins/nst-gimp/nst-bridge.json").read_text())
+    assert cfg["flatpak"] is True and cfg["serve_command"] == [NST, "serve"]
+    assert "flatpak" not in json.loads((native / "plug-ins/nst-gimp/nst-bridge.json").read_text())
 
 
 # --------------------------------------------------------------------------------------------

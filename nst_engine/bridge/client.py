@@ -10,6 +10,10 @@ folder. Only someone who can read that file can use the server, and the client s
 (no pixels, no request) before the server has proved that it knows the token too: a process that
 took the port of a dead server is refused. The server keeps the VGG encoder loaded between calls
 and exits after ``idle_timeout`` seconds without work.
+
+In Flatpak the client never starts a server (the sandbox cannot run the engine's Python): it
+uses the one the user started outside GIMP with ``nst serve --flatpak``, whichever Python that
+is, and when none runs it says which command starts it (`state.start_outside_message`).
 """
 from __future__ import annotations
 
@@ -19,18 +23,21 @@ import socket
 import subprocess
 import sys
 import time
+from pathlib import Path
 from typing import Any, Callable
 
 try:  # as the package nst_bridge inside the plug-in, or as nst_engine.bridge
     from . import protocol
     from .state import (CONFIG_NAME, DEFAULT_IDLE_TIMEOUT, INSTALL_HINT, LOG_NAME, START_TIMEOUT,  # noqa: F401
                         STARTING_NAME, STATE_NAME, BridgeError, Lock, alive, load_config, log_tail,
-                        make_private_dir, read_state, rotate_log, state_dir)
+                        make_private_dir, read_state, rotate_log, state_dir,
+                        in_flatpak, start_outside_command, start_outside_message)
 except ImportError:  # pragma: no cover - loaded as a plain module
     import protocol  # type: ignore[no-redef]
     from state import (CONFIG_NAME, DEFAULT_IDLE_TIMEOUT, INSTALL_HINT, LOG_NAME, START_TIMEOUT,  # type: ignore[no-redef]  # noqa: F401
                        STARTING_NAME, STATE_NAME, BridgeError, Lock, alive, load_config, log_tail,
-                       make_private_dir, read_state, rotate_log, state_dir)
+                       make_private_dir, read_state, rotate_log, state_dir,
+                       in_flatpak, start_outside_command, start_outside_message)
 
 __all__ = ["BridgeError", "Cancelled", "Engine", "NotOurServer", "CONFIG_NAME", "LOG_NAME", "STATE_NAME",
            "STARTING_NAME", "load_config", "log_tail", "read_state", "state_dir"]  # state.py's names: the plug-in's API
@@ -50,12 +57,16 @@ class NotOurServer(protocol.ProtocolError):
 class Engine:
     """One engine (server) as seen from the plug-in. ``timing`` records the last call's costs."""
 
-    def __init__(self, cfg: dict[str, Any]) -> None:
+    def __init__(self, cfg: dict[str, Any], directory: "os.PathLike[str] | str | None" = None) -> None:
+        """``directory``: the state folder, instead of `state_dir`'s choice."""
         self.cfg = cfg
-        self.dir = state_dir(cfg)
+        self.dir = Path(directory) if directory is not None else state_dir(cfg)
         self.timing: dict[str, Any] = {}
         self._pending: subprocess.Popen[bytes] | None = None
         self.impostor_seen = False  # saw a listener on the state file's port that could not prove the token
+        # Flatpak: no server of ours can be started, so any server here that proves the token is the engine.
+        self.can_spawn = not in_flatpak(cfg)
+        self.other_server: dict[str, Any] | None = None  # a server that answered but that we cannot use
 
     # --- server discovery / start ----------------------------------------------------------
     def _hello(self, st: dict[str, Any], timeout: float = HANDSHAKE_TIMEOUT) -> tuple[socket.socket, dict[str, Any]]:
@@ -102,8 +113,12 @@ class Engine:
             return None
         except (OSError, protocol.ProtocolError):
             return None
-        if self._matches(hello):
+        if self._matches(hello) or (not self.can_spawn and hello.get("protocol") == protocol.PROTOCOL_VERSION):
             return sock, hello
+        if not self.can_spawn:  # never stop the server the user started: it may serve another plug-in
+            self.other_server = hello
+            sock.close()
+            return None
         # A server of another engine (reinstalled elsewhere): ask it to leave, start ours.
         try:
             protocol.send(sock, {"op": "shutdown"})
@@ -114,6 +129,16 @@ class Engine:
         return None
 
     def _spawn(self) -> subprocess.Popen[bytes]:
+        if not self.can_spawn:
+            other = self.other_server
+            if other is not None:
+                raise BridgeError(
+                    f"The NST engine running outside GIMP (pid {other.get('pid')}, {other.get('python')}) speaks "
+                    f"bridge protocol {other.get('protocol')}, this plug-in {protocol.PROTOCOL_VERSION}: one of them "
+                    f"is out of date. Stop that engine and start it again with the nst-gimp this plug-in came "
+                    f"from:\n\n    {start_outside_command(self.cfg, self.dir)}\n\n(or run `nst gimp-install` again "
+                    "from the engine's environment and restart GIMP).")
+            raise BridgeError(start_outside_message(self.cfg, self.dir))
         python = self.cfg["engine_python"]
         if not os.path.isfile(python):
             raise BridgeError(
@@ -140,7 +165,9 @@ class Engine:
             proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=log, env=env,
                                     cwd=str(self.dir), close_fds=True, **kw)
         except OSError as e:
-            raise BridgeError(f"The NST engine could not be started ({python}: {e}). {INSTALL_HINT}") from None
+            raise BridgeError(f"The NST engine could not be started ({python}: {e}). {INSTALL_HINT} Or start "
+                              f"it outside GIMP and leave it running: {start_outside_command(self.cfg, self.dir)}"
+                              ) from None
         finally:
             log.close()
         # Tell other plug-in processes that a server is on its way (they wait instead of spawning).
@@ -169,6 +196,8 @@ class Engine:
     def prestart(self) -> bool:
         """Start the server in the background if none runs (while the user is in the dialog, say),
         without waiting for it. True if one was started; `connect` then waits for that one."""
+        if not self.can_spawn:
+            return False  # Flatpak: the run says how to start one if none runs
         found = self._try_existing()
         if found is not None:
             found[0].close()
@@ -275,6 +304,19 @@ class Engine:
             raise BridgeError(f"Lost the connection to the NST engine: {e}. Try again.") from None
         finally:
             sock.close()
+
+    def running(self) -> dict[str, Any] | None:
+        """The hello of a server that answers in this state folder and proves the token (any
+        engine, any Python), or None; starts and stops nothing."""
+        st = read_state(self.dir)
+        if st is None:
+            return None
+        try:
+            sock, hello = self._hello(st)
+        except (OSError, protocol.ProtocolError):
+            return None
+        sock.close()
+        return hello
 
     def shutdown(self) -> bool:
         """Ask a running server to exit. True if one was running."""

@@ -6,11 +6,20 @@ Where the engine is comes from the bridge config that ``nst gimp-install`` write
 plug-in (``nst-bridge.json``: the engine's Python and the folder to put on its ``PYTHONPATH``).
 Environment overrides: ``NST_GIMP_CONFIG`` (another config file), ``NST_ENGINE_PYTHON`` (another
 interpreter), ``NST_BRIDGE_STATE_DIR`` (where the server's state file lives).
+
+Flatpak GIMP: the sandbox cannot start the engine's Python, and it sees neither the host's
+``$XDG_RUNTIME_DIR`` nor (with reduced permissions) ``~/.cache``; it always sees its own
+``~/.var/app/org.gimp.GIMP/``. So inside Flatpak (or with ``"flatpak": true`` in the config) the
+state folder is ``~/.var/app/org.gimp.GIMP/cache/nst-gimp`` (`flatpak_state_dir`), the client
+never spawns a server, and the user starts one outside GIMP with `start_outside_command` (``nst
+serve --flatpak``), which writes its state file there. The loopback network is shared (GIMP's
+Flatpak has ``--share=network``), so the plug-in reaches that server on 127.0.0.1.
 """
 from __future__ import annotations
 
 import json
 import os
+import shlex
 import sys
 import time
 from pathlib import Path
@@ -24,6 +33,8 @@ DEFAULT_IDLE_TIMEOUT = 900.0
 START_TIMEOUT = float(os.environ.get("NST_BRIDGE_START_TIMEOUT", "180"))
 LOG_MAX_BYTES = 1 << 20  # server.log is rotated to server.log.1 beyond this
 INSTALL_HINT = "Run `nst gimp-install` from the Python environment where nst-gimp is installed, then restart GIMP."
+FLATPAK_APP = "org.gimp.GIMP"  # GIMP's Flatpak (Flathub); FLATPAK_ID names another one
+STATE_FOLDER = "nst-gimp"
 
 
 class BridgeError(Exception):
@@ -51,12 +62,34 @@ def load_config(path: str | os.PathLike[str] | None = None) -> dict[str, Any]:
     return cfg
 
 
+def in_flatpak(cfg: dict[str, Any] | None = None) -> bool:
+    """Is this process inside a Flatpak sandbox (or does the config say the plug-in is)?"""
+    if cfg and cfg.get("flatpak"):
+        return True
+    return bool(os.environ.get("FLATPAK_ID")) or os.path.isfile("/.flatpak-info")
+
+
+def flatpak_state_dir(app_id: str | None = None) -> Path:
+    """The state folder that a Flatpak app and the host both see: the app's own cache folder,
+    ``~/.var/app/APP/cache/nst-gimp`` (the sandbox keeps $HOME's path)."""
+    app = app_id or os.environ.get("FLATPAK_ID") or FLATPAK_APP
+    return Path.home() / ".var" / "app" / app / "cache" / STATE_FOLDER
+
+
 def state_dir(cfg: dict[str, Any] | None = None) -> Path:
-    """Per-user folder for the server's state file and log."""
+    """Per-user folder for the server's state file and log: ``NST_BRIDGE_STATE_DIR``, else the
+    config's ``state_dir``, else `flatpak_state_dir` inside Flatpak, else the platform's."""
     if os.environ.get("NST_BRIDGE_STATE_DIR"):
         return Path(os.environ["NST_BRIDGE_STATE_DIR"])
     if cfg and cfg.get("state_dir"):
         return Path(cfg["state_dir"])
+    if in_flatpak(cfg):
+        return flatpak_state_dir()
+    return native_state_dir()
+
+
+def native_state_dir() -> Path:
+    """The platform's per-user folder (what a GIMP outside Flatpak uses)."""
     if sys.platform == "win32":
         base = Path(os.environ.get("LOCALAPPDATA") or Path.home() / "AppData" / "Local")
     elif sys.platform == "darwin":
@@ -65,7 +98,44 @@ def state_dir(cfg: dict[str, Any] | None = None) -> Path:
         base = Path(os.environ["XDG_RUNTIME_DIR"])
     else:
         base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
-    return base / "nst-gimp"
+    return base / STATE_FOLDER
+
+
+def serve_base_command(engine_python: str) -> list[str]:
+    """The command (argv) that runs ``nst serve`` with the engine's Python: the ``nst`` script
+    beside that Python when there is one, else ``PYTHON -m nst_engine.cli.serve``."""
+    folder = os.path.dirname(engine_python)
+    for name in ("nst.exe", "nst") if sys.platform == "win32" else ("nst",):
+        script = os.path.join(folder, name)
+        if os.path.isfile(script):
+            return [script, "serve"]
+    return [engine_python, "-m", "nst_engine.cli.serve"]
+
+
+def start_outside_command(cfg: dict[str, Any], directory: Path) -> str:
+    """The shell command that starts the engine server outside GIMP for the state folder
+    ``directory``: ``…/nst serve --flatpak`` for the Flatpak folder, else ``--state-dir DIR``."""
+    base = cfg.get("serve_command")
+    if not (isinstance(base, list) and base and all(isinstance(x, str) for x in base)):
+        base = serve_base_command(str(cfg.get("engine_python") or "nst"))
+    if Path(directory) == flatpak_state_dir(FLATPAK_APP):
+        tail = ["--flatpak"]
+    else:
+        tail = ["--state-dir", str(directory)]
+    words = [shlex.quote(w) for w in [*base, *tail]]
+    pythonpath = cfg.get("engine_pythonpath")
+    if base[1:2] == ["-m"] and isinstance(pythonpath, str) and pythonpath:
+        words.insert(0, "PYTHONPATH=" + shlex.quote(pythonpath))
+    return " ".join(words)
+
+
+def start_outside_message(cfg: dict[str, Any], directory: Path) -> str:
+    """What the plug-in says when it may not start the engine itself (Flatpak) and none runs."""
+    return ("No NST engine is running, and GIMP in Flatpak cannot start it itself (the sandbox cannot run "
+            "the engine's Python). Start it outside GIMP, in a terminal, and leave it running:\n\n"
+            f"    {start_outside_command(cfg, directory)}\n\n"
+            "then run the filter again. (To have it start with your session, see \"Flatpak GIMP\" in "
+            "nst-gimp's README: a systemd user service.)")
 
 
 def make_private_dir(directory: Path) -> None:

@@ -465,6 +465,8 @@ def _():
 
 # The model method's checks (same namespace: check, stylize, read, ...).
 exec(open(os.path.join(DRIVER_DIR, "driver_models.py")).read())
+# GIMP from Flatpak: no engine of its own, `nst serve` started outside (same namespace).
+exec(open(os.path.join(DRIVER_DIR, "driver_flatpak.py")).read())
 
 results["done"] = True
 save()
