@@ -1,9 +1,16 @@
 """The one configuration dataclass shared by the engine API, the CLI and the GIMP dialog.
 
-Every field carries its help text and, where it has one, its choices and bounds in `metadata`;
-the CLI builds its options from these fields (see `nst_engine.cli.options`) and the GIMP plug-in
-receives the same names through the bridge. `check()` validates a config and raises an
-`InputError` naming the argument and the value.
+Every field carries its help text and, where it has one, its choices and bounds in `metadata`
+(made by `option`); the CLI builds its options from these fields (see `nst_engine.cli.options`)
+and the GIMP plug-in receives the same names through the bridge. `check()` validates a config and
+raises an `InputError` naming the argument and the value. The same metadata describes the other
+option dataclasses (`nst_engine.options.StylizeOptions`, `export.config.TrainConfig`), and
+`check_fields` validates any of them.
+
+Metadata keys: ``help``; ``choices``; ``lo``/``hi`` (inclusive bounds); and for the command line
+``cli`` (the flags, a positional's METAVAR, or ``None``: not an option), ``metavar``, ``group``
+(the help section), ``required``, ``cli_default`` (the parser's default where it differs from
+the field's) and ``default_text`` (the default as the help shows it).
 """
 from __future__ import annotations
 
@@ -20,8 +27,12 @@ MAX_SIZE = 20000  # px; anything larger is almost surely a typo (and would not f
 MAX_PIXELS = 400_000_000  # px of an image read or received (a decompression bomb is refused from its header)
 
 
-def _opt(help: str, **meta: Any) -> dict[str, Any]:
+def option(help: str, **meta: Any) -> dict[str, Any]:
+    """A dataclass field's metadata: its help text plus the keys of the module notes."""
     return {"help": help, **meta}
+
+
+_opt = option
 
 
 @dataclass
@@ -113,23 +124,9 @@ class StyleConfig:
 
     def check(self) -> None:
         """Raise `InputError` (naming the option and its value) if any setting is invalid."""
-        from .encoders.vgg import resolve_layer  # local: keeps config importable without torch
+        from .encoders.layers import resolve_layer  # no torch: config stays cheap to import
 
-        for f in dataclasses.fields(self):
-            value = getattr(self, f.name)
-            _check_type(f.name, str(f.type), value)
-            meta = f.metadata
-            if "choices" in meta and value not in meta["choices"]:
-                raise InputError(f.name, value, f"must be one of {', '.join(meta['choices'])}")
-            if "lo" in meta:
-                if isinstance(value, bool) or not isinstance(value, (int, float)):
-                    raise InputError(f.name, value, "must be a number")
-                if isinstance(value, float) and not math.isfinite(value):
-                    raise InputError(f.name, value, "must be finite")
-                if f.type == "int" and not isinstance(value, int):
-                    raise InputError(f.name, value, "must be a whole number")
-                if not meta["lo"] <= value <= meta["hi"]:
-                    raise InputError(f.name, value, f"must be between {meta['lo']} and {meta['hi']}")
+        check_fields(self)
         if self.size <= 0:
             raise InputError("size", self.size, "must be > 0")
         if any((not isinstance(v, int)) or not 1 <= v <= MAX_SIZE for v in self.scales):
@@ -157,6 +154,29 @@ class StyleConfig:
             raise InputError("device", self.device, "must be auto, cpu, cuda or cuda:N")
         if self.seed is not None and not isinstance(self.seed, int):
             raise InputError("seed", self.seed, "must be a whole number")
+
+
+def check_fields(obj: Any) -> None:
+    """`InputError` (naming the field and its value) unless every field of the dataclass ``obj``
+    has its annotated type and lies within its metadata's ``choices`` and ``lo``..``hi``."""
+    for f in dataclasses.fields(obj):
+        value = getattr(obj, f.name)
+        annotation = str(f.type)
+        _check_type(f.name, annotation, value)
+        if value is None and annotation.endswith(" | None"):
+            continue
+        meta = f.metadata
+        if "choices" in meta and value not in meta["choices"]:
+            raise InputError(f.name, value, f"must be one of {', '.join(map(str, meta['choices']))}")
+        if "lo" in meta:
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                raise InputError(f.name, value, "must be a number")
+            if isinstance(value, float) and not math.isfinite(value):
+                raise InputError(f.name, value, "must be finite")
+            if annotation in ("int", "int | None") and not isinstance(value, int):
+                raise InputError(f.name, value, "must be a whole number")
+            if not meta["lo"] <= value <= meta["hi"]:
+                raise InputError(f.name, value, f"must be between {meta['lo']} and {meta['hi']}")
 
 
 _KINDS: dict[str, tuple[tuple[type, ...], str, str]] = {  # annotation: types, one, several
