@@ -1,67 +1,105 @@
-"""`TrainConfig`: the settings of one training run (no torch: `nst --help` builds its options from it)."""
+"""`TrainConfig`: the settings of one training run (no torch: `nst --help` builds its options from it).
+
+Each field's metadata (`nst_engine.config.option`: help, choices, flags) is where `nst train`'s
+options come from (`nst_engine.cli.train`); the defaults are the CPU recipe.
+"""
 from __future__ import annotations
 
 import dataclasses
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from nst_engine.config import option
 from nst_engine.encoders.layers import resolve_layer
 from nst_engine.errors import InputError
 
 VARIANTS = ("standard", "light")
 TRAIN_PRECISIONS = ("auto", "fp32", "hybrid", "bf16")
+# Help sections of `nst train`: its options are generated from the fields' metadata
+# (help, choices, flags: see nst_engine.config and nst_engine.cli.fields).
+_TRAINING, _LOSS, _FILES = "training", "loss", "files"
 
 
 @dataclass
 class TrainConfig:
     """Settings of one training run (also stored, as JSON, in the checkpoints and the model file)."""
 
-    style: str  # style image: a path, style:NAME or sample:NAME
-    content_dir: str  # folder of photos
-    output: str  # the .onnx file to write
-    variant: str = "light"  # light | standard
+    style: str = field(metadata=option(
+        "an image file, style:NAME (shipped style) or sample:NAME (scikit-image photo)", cli="STYLE"))
+    content_dir: str = field(metadata=option(
+        "folder of training photos (.jpg, .png, …)", metavar="DIR", required=True))
+    output: str = field(metadata=option(
+        "the model file to write", cli=("-o", "--output"), metavar="MODEL.onnx", required=True))
+    variant: str = field(default="light", metadata=option(
+        "network: light (fast on a CPU) or standard (Johnson et al.)", choices=VARIANTS, cli_default=None,
+        default_text="light, or the --resume checkpoint's"))
+    input_skip: bool = field(default=False, metadata=option(
+        "the network paints on the photo: output = sigmoid(logit(photo) + network) (experimental)"))
     # The CPU recipe (2 cores, ~40 min; see export/README.md): most steps on small crops in
     # batches of 4, the last `fine_steps` on larger crops, so the net also sees strokes at the
     # scale of a bigger image.
-    steps: int = 2300  # Adam steps (batches) in all, the fine ones included
-    batch_size: int = 4
-    crop: int = 128  # px, square training crops
-    fine_steps: int = 300  # the last steps, on fine_crop crops in batches of fine_batch_size
-    fine_crop: int = 256
-    fine_batch_size: int = 2
-    style_size: int = 384  # px, long side of the style image for its Gram targets (the stroke scale)
-    content_layers: tuple[str, ...] = ("relu2_2",)
+    steps: int = field(default=2300, metadata=option(
+        "Adam steps (batches) in all, the fine ones included", group=_TRAINING))
+    batch_size: int = field(default=4, metadata=option("crops per step", group=_TRAINING))
+    crop: int = field(default=128, metadata=option("crop side in px (square training crops)", group=_TRAINING))
+    fine_steps: int = field(default=300, metadata=option(
+        "the last N steps run on --fine-crop crops", group=_TRAINING))
+    fine_crop: int = field(default=256, metadata=option("crop side of the fine steps", group=_TRAINING))
+    fine_batch_size: int = field(default=2, metadata=option("crops per fine step", group=_TRAINING))
+    style_size: int = field(default=384, metadata=option(  # px, for its Gram targets
+        "long side of the style image in px (sets the brush-stroke scale)", group=_TRAINING))
+    content_layers: tuple[str, ...] = field(default=("relu2_2",), metadata=option(
+        "VGG-19 layers of the content loss", group=_LOSS))
     # No relu5_1 (departing from Gatys et al.'s layers): it costs conv4_2..conv5_1 for a term that
     # barely moves a feed-forward net (Johnson's and Magenta's trainers stop at conv4 too).
-    style_layers: tuple[str, ...] = ("relu1_1", "relu2_1", "relu3_1", "relu4_1")
+    style_layers: tuple[str, ...] = field(default=("relu1_1", "relu2_1", "relu3_1", "relu4_1"), metadata=option(
+        "VGG-19 layers of the style (Gram) loss", group=_LOSS))
     # Only the ratio matters (Adam is invariant to the loss scale). With the engine's scales and
     # relu2_2 content, 1000:1 is where the iterative optimizer, started from noise, keeps the
     # content and paints it in the style (starry_night on kodak_23, 128 px); 100:1 loses the
     # content, 10000:1 keeps the photo's colours.
-    content_weight: float = 1000.0
-    style_weight: float = 1.0
-    tv_weight: float = 0.0
-    lr: float = 1e-3
-    lr_final: float = 1e-4  # decayed geometrically to this over the last (1 - decay_from) of the steps
-    decay_from: float = 0.7
-    precision: str = "auto"  # auto (hybrid where bf16 is native, else fp32) | fp32 | hybrid | bf16
-    channels_last: bool = True  # ~12 % faster on the CPU (measured, 4x128 crops)
-    init: str | None = None  # start from a trained network (a checkpoint of ours): other styles learn faster
-    seed: int = 0
-    device: str = "auto"  # auto | cpu | cuda[:N]
-    weights: str = "caffe"  # VGG-19 weights for the loss (as the engine's --weights)
-    checkpoint: str | None = None  # default: OUTPUT with .ckpt.pt
-    checkpoint_every: int = 500  # steps; 0 = only at the end
-    resume: str | None = None  # a checkpoint to continue from
-    preview_every: int = 0  # steps; 0 = no previews
-    preview: str | None = None  # image for the previews (default: the first photo of content_dir)
-    preview_size: int = 384  # px, long side of the previews
-    teacher: str | None = None  # a trained model (.onnx of ours, or a checkpoint .pt) to distil
-    distill_weight: float = 1.0
-    name: str | None = None  # style name in the model's metadata (default: the style file's stem)
-    painting: str | None = None  # what `nst models` and GIMP show, e.g. "The Starry Night (Van Gogh, 1889)"
+    content_weight: float = field(default=1000.0, metadata=option("content loss weight", group=_LOSS))
+    style_weight: float = field(default=1.0, metadata=option("style loss weight", group=_LOSS))
+    tv_weight: float = field(default=0.0, metadata=option("total-variation (smoothness) weight", group=_LOSS))
+    lr: float = field(default=1e-3, metadata=option("Adam learning rate", group=_TRAINING))
+    lr_final: float = field(default=1e-4, metadata=option(  # reached over the last (1 - decay_from) of the steps
+        "learning rate at the end (geometric decay from --decay-from)", group=_TRAINING))
+    decay_from: float = field(default=0.7, metadata=option(
+        "fraction of the steps after which the learning rate decays", group=_TRAINING))
+    precision: str = field(default="auto", metadata=option(
+        "loss network arithmetic: hybrid = bf16 from conv3_1 on; auto = hybrid where the processor has native "
+        "bf16, else fp32", choices=TRAIN_PRECISIONS, group=_TRAINING))
+    channels_last: bool = field(default=True, metadata=option(  # measured on 4x128 crops
+        "channels_last memory layout (~12% faster on CPUs; --no-channels-last keeps NCHW)", group=_TRAINING))
+    init: str | None = field(default=None, metadata=option(  # a checkpoint of ours
+        "start from a trained network's checkpoint (another style): converges faster", metavar="CKPT.pt",
+        group=_TRAINING))
+    seed: int = field(default=0, metadata=option("random seed", group=_TRAINING))
+    device: str = field(default="auto", metadata=option("compute device: auto, cpu, cuda or cuda:N", group=_TRAINING))
+    weights: str = field(default="caffe", metadata=option(  # as the engine's --weights
+        "VGG-19 weights of the loss network: caffe, torchvision or a file", group=_LOSS))
+    checkpoint: str | None = field(default=None, metadata=option(
+        "checkpoint file", metavar="CKPT.pt", default_text="MODEL.ckpt.pt", group=_FILES))
+    checkpoint_every: int = field(default=500, metadata=option(
+        "write the checkpoint every N steps (and at the end; 0: only at the end)", group=_FILES))
+    resume: str | None = field(default=None, metadata=option(
+        "continue from a checkpoint up to --steps", metavar="CKPT.pt", group=_FILES))
+    preview_every: int = field(default=0, metadata=option(
+        "write MODEL.previewNNNNNN.png beside the checkpoint every N steps (0: never)", group=_FILES))
+    preview: str | None = field(default=None, metadata=option(
+        "image for the previews", metavar="IMAGE", default_text="the first photo in --content-dir", group=_FILES))
+    preview_size: int = field(default=384, metadata=option("long side of the previews in px", group=_FILES))
+    teacher: str | None = field(default=None, metadata=option(
+        "distil a trained model (.onnx of ours, or a training checkpoint .pt) into this one", metavar="MODEL",
+        group=_LOSS))
+    distill_weight: float = field(default=1.0, metadata=option(
+        "weight of the pixel loss towards the teacher, relative to --content-weight", group=_LOSS))
+    name: str | None = field(default=None, metadata=option(  # in the model's metadata
+        "style name stored in the model", default_text="the style file's name"))
+    painting: str | None = field(default=None, metadata=option(  # e.g. "The Starry Night (Van Gogh, 1889)"
+        "the painting's title as `nst models` and GIMP show it", metavar="TITLE", default_text="--name"))
 
     def check(self) -> None:
         if self.variant not in VARIANTS:

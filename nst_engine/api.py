@@ -18,20 +18,21 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import numpy as np
 import torch
 
-from .config import StyleConfig
+from .config import MAX_SIZE, StyleConfig
 from .encoders.vgg import VGG19Encoder, deepest, precision, resolve_layer
 from .encoders.weights import get_encoder
 from .errors import InputError
 from .image import check_array, fit_long_side, to_tensor
 from .losses import Objective, content_terms, histogram_terms, style_terms
 from .optim import OptimizeResult, Progress, ProgressCallback, StopFlag, optimize, to_numpy
+from .options import StylizeOptions
 from . import thin
 from .plan import MIN_TILE, TILE_BELOW_HISTORY, Scale, make_plan
 
 __all__ = ["stylize", "stylize_selection", "reconstruct", "texture", "StyleResult", "Progress", "select_device"]
 
 if TYPE_CHECKING:
-    from .compositing.region import RegionResult
+    from .selection import SelectionResult
     from .tiling import TiledObjective
 
 
@@ -336,8 +337,8 @@ def texture(
         raise InputError("style", style_list, "at least one style image is needed")
     style_a = [check_array(s, f"style[{i}]") for i, s in enumerate(style_list)]
     if shape is not None:
-        if len(shape) != 2 or min(shape) < 1 or max(shape) > 20000:
-            raise InputError("shape", shape, "must be (height, width), each 1..20000")
+        if len(shape) != 2 or min(shape) < 1 or max(shape) > MAX_SIZE:
+            raise InputError("shape", shape, f"must be (height, width), each 1..{MAX_SIZE}")
         out_shape = (int(shape[0]), int(shape[1]))
     else:
         out_shape = fit_long_side(*style_a[0].shape[:2], cfg.size)
@@ -363,27 +364,23 @@ def texture(
 
 def stylize_selection(
     image: np.ndarray,
-    mask: np.ndarray,
+    mask: np.ndarray | None,
     styles: Sequence[np.ndarray] | np.ndarray,
     config: StyleConfig | None = None,
     *,
-    composite: str = "poisson",
-    margin: int = 32,
-    feather: float = 8.0,
+    composite: str = StylizeOptions.composite,
+    margin: int = StylizeOptions.margin,
+    feather: float = StylizeOptions.feather,
     callback: ProgressCallback | None = None,
     stop: StopFlag | threading.Event | None = None,
-) -> "RegionResult":
-    """Stylize the part of ``image`` selected by ``mask`` (plus ``margin`` px of context) and
-    composite it back (``poisson``, ``feather`` or ``none``); outside the selection the image is
-    unchanged. The crop is processed at min(``config.size``, its own long side), so a small
-    selection is not blown up.
+) -> "SelectionResult":
+    """Stylize the part of ``image`` selected by ``mask`` (plus ``margin`` px of context) in the
+    style of ``styles`` and composite it back (``poisson``, ``feather`` or ``none``); outside the
+    selection the image is unchanged. ``config.size`` is the long side the whole image would be
+    processed at: the selection is processed at that scale (`nst_engine.selection`, which also
+    runs trained models: `nst_engine.selection.stylize_selection` with `StylizeOptions`).
     """
-    from .compositing.region import RegionResult, stylize_region  # noqa: F401
+    from .selection import stylize_selection as run
 
-    cfg = config or StyleConfig()
-
-    def stylize_crop(crop: np.ndarray) -> np.ndarray:
-        size = min(cfg.size, max(crop.shape[:2]))
-        return stylize(crop, styles, cfg.replace(size=size), callback=callback, stop=stop).image
-
-    return stylize_region(image, mask, stylize_crop, margin=margin, composite=composite, feather=feather)
+    options = StylizeOptions(composite=composite, margin=margin, feather=feather)
+    return run(image, mask, styles, config, options, callback=callback, stop=stop)

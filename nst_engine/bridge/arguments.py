@@ -6,7 +6,10 @@ plug-in, and the plug-in registers its PDB arguments from that file. Arguments t
 `StyleConfig` fields (``steps``, ``size``, ``style-weight``, ...) take their default, bounds and
 help from the field itself, so the dialog, scripts and the CLI can never disagree; reinstalling
 after an engine upgrade refreshes them (the installer touches the plug-in so GIMP re-reads it).
-Arguments that only exist in GIMP (style layer, compositing, layer mode, ...) are declared here.
+Arguments that are `StylizeOptions` fields (``method``, ``model-size``, ``composite``) do the same
+(``option_field``). Arguments that only exist in GIMP (style layer, model file, layer mode, ...)
+are declared here. ``selection_margin`` is the context the engine stylizes around a selection
+(`nst_engine.options.SELECTION_MARGIN`): the plug-in should read that much around it.
 
 Part of the spec depends on the engine's machine, learned by ``nst gimp-install`` (`EngineFacts`):
 the shipped models (the Model choice, labelled by painting, plus "Other .onnx file…"), whether
@@ -21,7 +24,8 @@ import dataclasses
 from collections.abc import Sequence
 from typing import Any, TypedDict
 
-from ..config import MAX_SIZE, StyleConfig
+from ..config import StyleConfig
+from ..options import SELECTION_MARGIN, StylizeOptions
 
 SPEC_VERSION = 2
 GINT_MAX = 2**31 - 1
@@ -55,23 +59,41 @@ def _choice(name: str, nick: str, blurb: str, options: list[tuple[str, str, str]
             "choices": [{"nick": n, "label": label, "help": h} for n, label, h in options]}
 
 
-def _config_argument(field_name: str) -> dict[str, Any]:
-    f = {fl.name: fl for fl in dataclasses.fields(StyleConfig)}[field_name]
-    hints = CONFIG_FIELDS[field_name]
-    default = getattr(StyleConfig(), field_name)
+# StylizeOptions fields the stylize procedure exposes, with dialog-only hints (the choices' labels).
+OPTION_FIELDS: dict[str, dict[str, Any]] = {
+    "method": {"nick": "_Method", "labels": {
+        "iterative": ("Iterative (any style image)", "Gatys et al.: optimises the image; slow"),
+        "model": ("Model (fast, one style per model)", "A trained network: one pass")}},
+    "model_size": {"nick": "Model _size (px)", "soft": [0, 4096]},
+    "composite": {"nick": "_Blend selection", "labels": {
+        "poisson": ("Poisson (seamless)", "Gradient-domain blending at the selection edge"),
+        "feather": ("Feather", "Soft edge"), "none": ("None (hard edge)", "")}},
+}
+
+
+def _field_argument(cls: type, field_name: str, hints: dict[str, Any], key: str) -> dict[str, Any]:
+    """A GIMP argument from field ``field_name`` of dataclass ``cls``: its default, choices or
+    bounds and help from the field, the label (``nick``) and slider range from ``hints``."""
+    f = {fl.name: fl for fl in dataclasses.fields(cls)}[field_name]
+    default = f.default
     meta = f.metadata
+    help_text = str(meta.get("help", ""))
+    if key == "option_field":  # StylizeOptions' help is a sentence in the dialog
+        help_text = help_text[:1].upper() + help_text[1:]
     arg: dict[str, Any] = {
-        "name": field_name.replace("_", "-"), "config_field": field_name, "nick": hints["nick"],
-        "blurb": meta.get("help", "") + hints.get("extra", ""),
+        "name": field_name.replace("_", "-"), key: field_name, "nick": hints["nick"],
+        "blurb": help_text + hints.get("extra", ""),
     }
     if "choices" in meta:
-        arg.update(type="choice", default=default, choices=[{"nick": c, "label": c.capitalize(), "help": ""}
-                                                             for c in meta["choices"]])
+        labels = hints.get("labels", {})
+        arg.update(type="choice", default=default, choices=[
+            {"nick": c, "label": labels.get(c, (c.capitalize(), ""))[0], "help": labels.get(c, ("", ""))[1]}
+            for c in meta["choices"]])
         return arg
-    is_int = f.type in ("int", "int | None") or isinstance(default, int) and not isinstance(default, bool)
+    is_int = str(f.type) in ("int", "int | None")
     lo, hi = meta.get("lo", hints.get("lo")), meta.get("hi", hints.get("hi"))
     if lo is None or hi is None:
-        raise ValueError(f"StyleConfig.{field_name} has no bounds for a GIMP argument")
+        raise ValueError(f"{cls.__name__}.{field_name} has no bounds for a GIMP argument")
     if is_int:
         lo, hi = max(int(lo), -GINT_MAX), min(int(hi), GINT_MAX)
     arg.update(type="int" if is_int else "double", min=lo, max=hi,
@@ -79,6 +101,14 @@ def _config_argument(field_name: str) -> dict[str, Any]:
     if "digits" in hints:
         arg["digits"] = hints["digits"]
     return arg
+
+
+def _config_argument(field_name: str) -> dict[str, Any]:
+    return _field_argument(StyleConfig, field_name, CONFIG_FIELDS[field_name], "config_field")
+
+
+def _option_argument(field_name: str) -> dict[str, Any]:
+    return _field_argument(StylizeOptions, field_name, OPTION_FIELDS[field_name], "option_field")
 
 
 def _maybe_config_choice(field_name: str, fallback: dict[str, Any]) -> dict[str, Any]:
@@ -114,7 +144,6 @@ def _result_arguments() -> list[dict[str, Any]]:
 
 OTHER_MODEL = "file"  # the Model choice that uses Model file instead of a shipped model
 DEFAULT_MODEL = "starry-night"  # the default Model when it ships (else the first one)
-MODEL_SIZE_DEFAULT = 1024
 
 
 class EngineFacts(TypedDict, total=False):
@@ -150,10 +179,7 @@ def _model_arguments(models: Sequence[dict[str, str]]) -> list[dict[str, Any]]:
                      "to use the .onnx file in Model file", choices, default), show_if=only_model),
         {"name": "model-file", "type": "file", "nick": "Model fi_le", "show_if": {**only_model, "model": [OTHER_MODEL]},
          "blurb": f"An .onnx model made by `nst train` (used when Model is '{OTHER_MODEL}')"},
-        {"name": "model-size", "type": "int", "nick": "Model _size (px)", "show_if": only_model,
-         "blurb": "Long side the model paints at; larger photos are upscaled back with their detail kept "
-                  "(smaller = bigger brush strokes). 0: full resolution",
-         "min": 0, "max": MAX_SIZE, "default": MODEL_SIZE_DEFAULT, "soft": [0, 4096]},
+        dict(_option_argument("model_size"), show_if=only_model),
     ]
 
 
@@ -162,10 +188,7 @@ def stylize_arguments(facts: EngineFacts | None = None) -> list[dict[str, Any]]:
     (``dialog_default``); scripts keep ``iterative`` as the default either way."""
     facts = facts or {}
     only_iterative = {"method": ["iterative"]}
-    method = _choice("method", "_Method", "iterative: optimise the pixels towards the style image (any style; "
-                     "minutes on a CPU); model: a trained feed-forward network (seconds; its own style)",
-                     [("iterative", "Iterative (any style image)", "Gatys et al.: optimises the image; slow"),
-                      ("model", "Model (fast, one style per model)", "A trained network: one pass")], "iterative")
+    method = _option_argument("method")
     method["dialog_default"] = "iterative" if facts.get("cuda", True) else "model"
     return [
         *(dict(a, show_if=only_iterative) for a in _style_arguments()),
@@ -180,9 +203,7 @@ def stylize_arguments(facts: EngineFacts | None = None) -> list[dict[str, Any]]:
              ("histogram", "Histogram matching", "Style colours matched to the original's"),
              ("linear", "Linear colour transfer", "Style colours moved to the original's mean and covariance")],
             "none")),
-        _choice("composite", "_Blend selection", "How a stylized selection is blended into its surroundings",
-                [("poisson", "Poisson (seamless)", "Gradient-domain blending at the selection edge"),
-                 ("feather", "Feather", "Soft edge"), ("none", "None (hard edge)", "")], "poisson"),
+        _option_argument("composite"),
         *_result_arguments(),
     ]
 
@@ -215,6 +236,7 @@ def spec(facts: EngineFacts | None = None) -> dict[str, Any]:
         "spec_version": SPEC_VERSION,
         "engine_version": __version__,
         "layer_modes": {n: member for n, member, _ in LAYER_MODES},
+        "selection_margin": SELECTION_MARGIN,
         "estimate": facts.get("step_cost"),
         "procedures": {"plug-in-nst-stylize": stylize_arguments(facts), "plug-in-nst-texture": texture_arguments()},
     }

@@ -3,9 +3,11 @@
 Requests carry the plug-in's arguments in ``params`` (names as in `arguments.py`, with ``_``) and
 float32 arrays: ``content`` (h, w, 4: the layer region, R'G'B'A 0..1), ``mask`` (h, w: the
 selection over that region, optional) and ``style`` (h, w, 4, optional: else ``style_file``).
-``method`` is ``iterative`` (StyleConfig fields: ``steps``, ``size``, ...) or ``model`` (``model``:
-a shipped name or an .onnx path; ``model_size``: the long side the layer is painted at, 0 = full
-resolution); ``preserve_colors`` applies to both (to the style image, or to the model's output).
+The parameters that are `StyleConfig` fields (``steps``, ``size``, ``preserve_colors``, ...) and
+`StylizeOptions` fields (``method``, ``model``, ``model_size``, ``composite``, ``margin``, ...) are
+checked by those dataclasses (an error names the argument as the plug-in spells it:
+``model-size``); ``layer_long_side`` is the long side of the layer the region belongs to, so that
+``size`` and ``model_size`` keep the layer's scale (`nst_engine.selection`, which runs the job).
 The reply carries ``image`` (h, w, 4: stylized RGB, the content's alpha) and, with a mask,
 ``layer_mask`` (h, w) for the new layer.
 """
@@ -23,7 +25,6 @@ from ..config import MAX_PIXELS, MAX_SIZE, StyleConfig
 from ..errors import EngineRuntimeError, InputError
 from .timing import processed_long as _processed_long  # the dialog (timing.py) counts the same pixels
 
-MARGIN = 32  # px of context around a selection (the plug-in sends it; the compositor reuses it)
 MAX_MODEL_SESSIONS = 4  # onnxruntime sessions a long-lived server keeps (least recently loaded go)
 # The arrays each operation takes: name -> number of dimensions ([h, w, 3|4] or [h, w]).
 ARRAYS: dict[str, dict[str, int]] = {"stylize": {"content": 3, "mask": 2, "style": 3}, "texture": {"style": 3}}
@@ -88,16 +89,6 @@ def _int(params: dict[str, Any], name: str, default: int, lo: int, hi: int) -> i
     return v
 
 
-def _str(params: dict[str, Any], name: str, default: str, choices: tuple[str, ...] = ()) -> str:
-    """A text parameter (one of ``choices`` if given), or InputError naming it and its value."""
-    v = _param(params, name, default)
-    if not isinstance(v, str):
-        raise InputError(name.replace("_", "-"), v, "must be text")
-    if choices and v not in choices:
-        raise InputError(name.replace("_", "-"), v, f"must be one of {', '.join(choices)}")
-    return v
-
-
 def check_shape(name: str, h: int, w: int, max_side: int | None = None) -> None:
     """The engine's image limit (`MAX_PIXELS`, as for files), and ``max_side`` where one applies."""
     if h < 1 or w < 1 or h * w > MAX_PIXELS or (max_side is not None and max(h, w) > max_side):
@@ -123,6 +114,8 @@ def check_request(op: str, header: dict[str, Any], nbytes: int) -> None:
     params = header.get("params") or {}
     if op == "texture":
         _texture_shape(params)
+    if op == "stylize":
+        _options(params)  # a bad composite, model size, … is refused before the pixels are read
 
 
 def _texture_shape(params: dict[str, Any]) -> tuple[int, int]:
@@ -181,14 +174,32 @@ def trim_caches() -> None:
             cache.pop(next(iter(cache)))  # the oldest loaded
 
 
+def _as_argument(e: InputError) -> InputError:
+    """``e`` naming the argument as the plug-in spells it (``model_size`` → ``model-size``)."""
+    return InputError(e.argument.replace("_", "-"), e.value, e.reason)
+
+
 def _config(params: dict[str, Any], size: int) -> StyleConfig:
-    """StyleConfig from the plug-in's parameters (only fields StyleConfig has)."""
+    """StyleConfig from the plug-in's parameters (only fields StyleConfig has), checked."""
     values = {name: params[name] for name in _config_fields() if params.get(name) is not None}
     values["size"] = int(size)
     seed = values.get("seed")
     if isinstance(seed, int) and not isinstance(seed, bool) and seed < 0:
         values["seed"] = None
-    return StyleConfig.from_dict(values)
+    try:
+        return StyleConfig.from_dict(values)
+    except InputError as e:
+        raise _as_argument(e) from None
+
+
+def _options(params: dict[str, Any]) -> Any:
+    """`StylizeOptions` from the plug-in's parameters, checked (errors name the plug-in's argument)."""
+    from ..options import StylizeOptions
+
+    try:
+        return StylizeOptions.from_params(params)
+    except InputError as e:
+        raise _as_argument(e) from None
 
 
 def _config_fields() -> set[str]:
@@ -203,33 +214,13 @@ def _scale(params: dict[str, Any], region_long: int) -> float:
     return size / max(1, ref)
 
 
-def _preserve_colors(params: dict[str, Any]) -> str:
-    choices = {f.name: f for f in dataclasses.fields(StyleConfig)}["preserve_colors"].metadata["choices"]
-    return _str(params, "preserve_colors", "none", tuple(choices))
-
-
-def _model_size(params: dict[str, Any], region_long: int, crop_long: int) -> int:
-    """The long side the model paints a crop at. ``model_size`` is for the whole layer, so a
-    selection's crop is painted at the layer's scale (same stroke size); 0 (full resolution)
-    where that would not shrink the crop."""
-    size = _param(params, "model_size", 0)
-    if isinstance(size, bool) or not isinstance(size, int) or not 0 <= size <= MAX_SIZE:
-        raise InputError("model-size", size, f"must be 0 (full resolution) or a whole number of px up to {MAX_SIZE}")
-    ref = _int(params, "layer_long_side", region_long, 0, 10**6) or region_long
-    if size == 0 or size >= ref:
-        return 0
-    long_side = _processed_long(crop_long, size / ref)
-    return 0 if long_side >= crop_long else long_side
-
-
 # --------------------------------------------------------------------------------------------
 # jobs
 # --------------------------------------------------------------------------------------------
 
 def stylize(params: dict[str, Any], arrays: dict[str, tuple[list[int], Any]], progress: Progress,
             stop: threading.Event) -> tuple[dict[str, Any], Arrays]:
-    from .. import api
-    from ..errors import Cancelled
+    from ..selection import stylize_selection
 
     content = _array(arrays, "content", (3,), (3, 4))
     if content is None:
@@ -237,90 +228,28 @@ def stylize(params: dict[str, Any], arrays: dict[str, tuple[list[int], Any]], pr
     mask = _array(arrays, "mask", (2,))
     if mask is not None and mask.shape != content.shape[:2]:
         raise InputError("mask", list(mask.shape), f"must match the image {list(content.shape[:2])}")
-    method = _str(params, "method", "iterative", ("iterative", "model"))
-    model = _str(params, "model", "")
-    if method == "model" and not model:
-        raise InputError("model", model, "choose a model: a shipped name or an .onnx file")
-    composite = _str(params, "composite", "poisson", ("poisson", "feather", "none"))
-    preserve = _preserve_colors(params)  # iterative: a StyleConfig field; model: stylize_model's argument
-    rgb = np.ascontiguousarray(content[..., :3])
-    h, w = rgb.shape[:2]
-    if method == "model":
-        _model_size(params, max(h, w), max(h, w))  # a bad value fails before any work
-    style = _style(params, arrays, max(h, w)) if method == "iterative" else None
-    scale = _scale(params, max(h, w))
-    seen: dict[str, Any] = {}
-
-    def stylize_fn(crop: np.ndarray) -> np.ndarray:
-        ch, cw = crop.shape[:2]
-        if method == "model":  # feed-forward (Johnson et al.): one pass, seconds
-            from ..models import stylize_model
-
-            size = _model_size(params, max(h, w), max(ch, cw))
-            out = stylize_model(crop[..., :3], model, model_size=size, preserve_colors=preserve,
-                                callback=_progress_adapter(progress), stop=stop)
-            seen.update(method="model", model=model, model_size=size)
-        else:
-            assert style is not None  # read above for the iterative method
-            cfg = _config(params, _processed_long(max(ch, cw), scale))
-            r = api.stylize(crop[..., :3], [style], cfg, callback=_progress_adapter(progress), stop=stop)
-            seen.update(steps=r.steps, seconds=r.seconds, device=r.device, loss=r.loss,
-                        processed=list(r.image.shape[:2]))
-            if r.stopped or stop.is_set():
-                raise Cancelled("stopped")
-            out = resize(r.image, (ch, cw))
-        seen["stylized"] = out
-        return out
-
-    note = ""
-    layer_mask = None
-    if mask is None or bool((mask >= 1.0).all()):  # no selection, or all selected
-        out = stylize_fn(rgb)
-    else:
-        out, layer_mask, note = _composite(rgb, mask, stylize_fn, composite, seen)
-    if out.shape != rgb.shape or not np.isfinite(out).all():
+    options = _options(params)
+    h, w = content.shape[:2]
+    reference = _int(params, "layer_long_side", max(h, w), 0, 10**6) or max(h, w)
+    cfg = _config(params, _int(params, "size", StyleConfig.size, 1, MAX_SIZE))
+    styles = [_style(params, arrays, max(h, w))] if options.method == "iterative" else []
+    try:
+        r = stylize_selection(content, mask, styles, cfg, options, reference_long=reference,
+                              callback=_progress_adapter(progress), stop=stop)
+    except InputError as e:
+        raise _as_argument(e) from None
+    out = r.layer
+    if out.shape != (h, w, 3) or not np.isfinite(out).all():
         raise EngineRuntimeError(f"the engine returned an invalid image {out.shape}")
     alpha = content[..., 3:4] if content.shape[2] == 4 else np.ones((h, w, 1), np.float32)
     image = np.ascontiguousarray(np.concatenate([out.clip(0, 1), alpha], axis=2), dtype=np.float32)
     result: Arrays = {"image": (list(image.shape), image)}
     if mask is not None:
-        lm = np.ones((h, w), np.float32) if layer_mask is None else layer_mask
-        lm = np.ascontiguousarray(lm, dtype=np.float32).clip(0, 1)
+        lm = np.ascontiguousarray(r.layer_mask, dtype=np.float32).clip(0, 1)
+        if lm.shape != (h, w):
+            raise EngineRuntimeError(f"region compositing returned a mask of shape {lm.shape}")
         result["layer_mask"] = (list(lm.shape), lm)
-    seen.pop("stylized", None)
-    return {"note": note, "timing": {"engine_s": seen.get("seconds")}, "info": seen}, result
-
-
-def _composite(rgb: np.ndarray, mask: np.ndarray, stylize_fn: Callable[[np.ndarray], np.ndarray],
-               composite: str, seen: dict[str, Any]) -> tuple[np.ndarray, np.ndarray, str]:
-    """Stylize the selected part of ``rgb``; returns (layer pixels, layer mask, note).
-
-    `stylize_region` returns the composite ``w * stylized + (1 - w) * original`` and the weights
-    ``w``. GIMP will apply the layer mask itself, so the layer gets the *unblended* pixels (the
-    stylized crop; for Poisson the solution, recovered from the composite) where ``w > 0`` and
-    the original elsewhere, and ``w`` becomes the layer mask: what GIMP shows is then exactly the
-    composite, and the mask stays editable. Outside the selection ``w = 0`` and the pixels are
-    the original's, so nothing changes there whatever the layer mode.
-    """
-    from ..compositing.region import stylize_region
-
-    r = stylize_region(rgb, mask, stylize_fn, margin=MARGIN, composite=composite)  # type: ignore[arg-type]  # checked by stylize
-    w = np.asarray(r.layer_mask, dtype=np.float32)
-    if w.shape != mask.shape:
-        raise EngineRuntimeError(f"region compositing returned a mask of shape {w.shape}")
-    x0, y0, x1, y1 = r.bbox
-    sel = w > 0
-    layer = rgb.copy()
-    styl = seen.get("stylized")
-    if composite != "poisson" and styl is not None and styl.shape[:2] == (y1 - y0, x1 - x0):
-        full = rgb.copy()
-        full[y0:y1, x0:x1] = styl
-    else:
-        comp = np.asarray(r.image, dtype=np.float32)[..., :3]
-        ww = np.where(sel, w, 1.0)[..., None]
-        full = (comp - (1.0 - ww) * rgb) / ww
-    layer[sel] = np.clip(full[sel], 0.0, 1.0)
-    return layer, w, str(r.note or "")
+    return {"note": r.note, "timing": {"engine_s": r.info.get("seconds")}, "info": r.info}, result
 
 
 def texture(params: dict[str, Any], arrays: dict[str, tuple[list[int], Any]], progress: Progress,

@@ -42,6 +42,15 @@ def read_mask(spec: str, argument: str = "MASK") -> np.ndarray:
     return (m[..., 3] if m.shape[2] == 4 else m[..., :3].mean(axis=2)).astype(np.float32)
 
 
+def selection_mask(spec: str, content: np.ndarray) -> np.ndarray:
+    """``nst stylize --mask``: `read_mask`, which must have CONTENT's size."""
+    mask = read_mask(spec, "--mask")
+    if mask.shape != content.shape[:2]:
+        raise InputError("--mask", spec, f"is {mask.shape[1]}x{mask.shape[0]}, CONTENT is "
+                                         f"{content.shape[1]}x{content.shape[0]}")
+    return mask
+
+
 def _mask_8bit(m: np.ndarray) -> np.ndarray:
     """`read_mask` of an 8-bit file's pixels (`decode.read_8bit`): uint8, or float32 for RGB's mean."""
     if m.ndim == 2:

@@ -1,4 +1,4 @@
-"""`nst stylize`, `nst reconstruct`, `nst texture`: the iterative optimizer from the shell."""
+"""`nst stylize` (a style image, or ``--model``; ``--mask``: a selection), `nst reconstruct`, `nst texture`."""
 from __future__ import annotations
 
 import argparse
@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from ..config import StyleConfig
+from ..config import MAX_SIZE, StyleConfig
 from ..errors import InputError
 from .options import add_config_options, config_from_args
 from .progress import ProgressBar
@@ -21,19 +21,15 @@ INPUT_HELP = "an image file, sample:NAME (scikit-image photo, e.g. sample:astron
 
 
 def register(sub: Any) -> None:
+    from .options import add_stylize_options
+
     p = sub.add_parser("stylize", help="style transfer (Gatys et al.)", description="Paint CONTENT in the style of STYLE.")
     p.add_argument("content", metavar="CONTENT", help=INPUT_HELP)
     p.add_argument("styles", metavar="STYLE", nargs="*",
                    help=INPUT_HELP + "; several are blended (--style-blend); none with --model")
-    from .train import add_model_options
-
-    add_model_options(p)
-    _overlap_follows_tile(p)
-    sel = p.add_argument_group("selection (stylize only part of CONTENT, blended back at full size)")
-    sel.add_argument("--mask", help="mask image the size of CONTENT: white = stylize (alpha channel if it has one)")
-    sel.add_argument("--composite", choices=("poisson", "feather", "none"), default="poisson",
-                     help="how the stylized region meets the rest [default: poisson]")
-    sel.add_argument("--margin", type=int, default=32, help="context px around the selection [default: 32]")
+    p.add_argument("--mask", help="stylize only this selection, blended back at full size: a mask image the "
+                                  "size of CONTENT, white = stylize (its alpha channel if it has one)")
+    add_stylize_options(p)  # --model …, --composite, --margin, --feather: from StylizeOptions
     _common(p)
     p.set_defaults(func=run_stylize)
 
@@ -50,24 +46,6 @@ def register(sub: Any) -> None:
     p.add_argument("--height", type=int, default=None, help="output height in px [default: the style's aspect]")
     _common(p, defaults={"init": "noise"})
     p.set_defaults(func=run_texture)
-
-
-def _overlap_follows_tile(p: argparse.ArgumentParser) -> None:
-    """``--overlap`` left unset: the models' default where ``--tile`` allows it (at most half a
-    tile), else a quarter of the tile; so ``--model --tile 64`` works without ``--overlap``."""
-    from ..models import DEFAULT_OVERLAP
-
-    for action in p._actions:
-        if action.dest == "overlap":
-            action.help = (f"tile overlap in px [default: {DEFAULT_OVERLAP}, or a quarter of --tile where "
-                           f"{DEFAULT_OVERLAP} is more than half of it]")
-    p.set_defaults(overlap=None)
-
-
-def default_overlap(tile: int) -> int:
-    from ..models import DEFAULT_OVERLAP
-
-    return DEFAULT_OVERLAP if not tile or DEFAULT_OVERLAP <= tile // 2 else tile // 4
 
 
 def _common(p: argparse.ArgumentParser, defaults: dict[str, Any] | None = None) -> None:
@@ -160,18 +138,17 @@ def _with_alpha(image: np.ndarray, source: np.ndarray) -> np.ndarray:
 
 @_interruptible
 def run_stylize(args: argparse.Namespace) -> int:
-    if args.model:
+    from .options import stylize_options_from_args
+
+    options = stylize_options_from_args(args)
+    if options.method == "model":
         if args.styles:
             raise InputError("--model", args.model, "give STYLE images or --model, not both")
         from .train import run_model_stylize
 
-        if args.overlap is None:
-            args.overlap = default_overlap(args.tile)
         return run_model_stylize(args)
     if not args.styles:
         raise InputError("STYLE", "", "give at least one style image, or --model NAME")
-    from ..api import stylize  # torch: only the iterative path needs it
-
     cfg = config_from_args(args)
     run = _Run(args)
     final = _final_size(cfg)
@@ -180,27 +157,17 @@ def run_stylize(args: argparse.Namespace) -> int:
     content = _load(args.content, "CONTENT", None if args.mask else final, exact=True)
     styles = [_load(s, "STYLE", _style_side(cfg, final)) for s in args.styles]
     if args.mask:
-        return _stylize_masked(args, cfg, run, content, styles)
+        from ..selection import stylize_selection
+        from .compose import selection_mask
+
+        region = stylize_selection(content, selection_mask(args.mask, content), styles, cfg, options, callback=run)
+        if region.note:
+            print(f"nst: note: {region.note}", file=sys.stderr)
+        return run.finish(region.image, int(region.info.get("steps", run.last_step)))
+    from ..api import stylize  # torch: only the iterative path needs it
+
     result = stylize(content, styles, cfg, callback=run)
     return run.finish(_with_alpha(result.image, content), result.steps)
-
-
-def _stylize_masked(args: argparse.Namespace, cfg: Any, run: "_Run", content: np.ndarray,
-                    styles: list[np.ndarray]) -> int:
-    from ..api import stylize_selection
-    from .compose import read_mask
-
-    mask = read_mask(args.mask, "--mask")
-    if mask.shape != content.shape[:2]:
-        raise InputError("--mask", args.mask, f"is {mask.shape[1]}x{mask.shape[0]}, CONTENT is "
-                                              f"{content.shape[1]}x{content.shape[0]}")
-    if args.margin < 0:
-        raise InputError("--margin", args.margin, "must be >= 0")
-    region = stylize_selection(content, mask, styles, cfg, composite=args.composite, margin=args.margin,
-                               callback=run)
-    if region.note:
-        print(f"nst: note: {region.note}", file=sys.stderr)
-    return run.finish(region.image, run.last_step)
 
 
 @_interruptible
@@ -220,9 +187,9 @@ def run_texture(args: argparse.Namespace) -> int:
     from ..image import fit_long_side
 
     cfg = config_from_args(args)
+    if args.height is not None and not 1 <= args.height <= MAX_SIZE:
+        raise InputError("--height", args.height, f"must be between 1 and {MAX_SIZE}")
     run = _Run(args)
-    if args.height is not None and not 1 <= args.height <= 20000:
-        raise InputError("--height", args.height, "must be between 1 and 20000")
     from ..samples import load_sized
 
     loaded = [load_sized(s, "STYLE", max_side=_style_side(cfg, cfg.size)) for s in args.styles]

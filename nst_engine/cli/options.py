@@ -1,30 +1,19 @@
-"""CLI options generated from `StyleConfig`'s fields, and the config built back from them."""
+"""CLI options generated from `StyleConfig`'s and `StylizeOptions`' fields, and both built back from them."""
 from __future__ import annotations
 
 import argparse
 import dataclasses
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..config import StyleConfig
 from ..errors import InputError
+from .fields import add_field_options, field_values, flag, list_of
+
+if TYPE_CHECKING:
+    from ..options import StylizeOptions
 
 # Fields a subcommand sets itself (it fixes them, or takes them positionally).
 _SKIP_DEFAULT: frozenset[str] = frozenset()
-
-
-def _flag(name: str) -> str:
-    return "--" + name.replace("_", "-")
-
-
-def _list_of(kind: type) -> Any:
-    def parse(text: str) -> tuple[Any, ...]:
-        items = [t.strip() for t in text.split(",") if t.strip()]
-        try:
-            return tuple(kind(t) for t in items)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected a comma-separated list of {kind.__name__}, got {text!r}") from None
-
-    return parse
 
 
 def _seed(text: str) -> int | None:
@@ -76,7 +65,7 @@ def add_config_options(parser: argparse.ArgumentParser, skip: frozenset[str] = _
         elif isinstance(default, tuple):
             is_layers = f.name.endswith("_layers")
             kind = int if f.name in ("scales", "scale_steps") else float
-            kw["type"] = _list_of(str if is_layers else kind)
+            kw["type"] = list_of(str if is_layers else kind, "names" if is_layers else kind.__name__)
             kw["metavar"] = "NAME[:W],…" if is_layers else "W,…"
             if is_layers:
                 kw["help"] += " (comma-separated; NAME:WEIGHT sets a layer's weight)"
@@ -89,7 +78,7 @@ def add_config_options(parser: argparse.ArgumentParser, skip: frozenset[str] = _
             kw["help"] += f" [default: {shown}]"
         if "help" in kw:
             kw["help"] = kw["help"].replace("%", "%%")  # argparse formats help with %
-        group.add_argument(_flag(f.name), **kw)
+        group.add_argument(flag(f.name), **kw)
 
 
 def _split_weights(layers: tuple[str, ...], argument: str) -> tuple[tuple[str, ...], tuple[float, ...]]:
@@ -124,3 +113,20 @@ def config_from_args(args: argparse.Namespace, **fixed: Any) -> StyleConfig:
     cfg = StyleConfig(**values)
     cfg.check()
     return cfg
+
+
+def add_stylize_options(parser: argparse.ArgumentParser) -> None:
+    """`StylizeOptions`' fields as options (``--model``, ``--model-size``, ``--composite``, …)."""
+    from ..options import StylizeOptions as Options
+
+    add_field_options(parser, Options)
+
+
+def stylize_options_from_args(args: argparse.Namespace) -> "StylizeOptions":
+    """The checked `StylizeOptions` for parsed ``args``: the model method where ``--model`` is given."""
+    from ..options import StylizeOptions as Options
+
+    values = field_values(Options, args)
+    options = Options(**values, method="model" if values.get("model") else "iterative")
+    options.check()
+    return options
