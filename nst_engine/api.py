@@ -298,7 +298,11 @@ def reconstruct(
     callback: ProgressCallback | None = None,
     stop: StopFlag | threading.Event | None = None,
 ) -> StyleResult:
-    """Content reconstruction (Gatys et al. 2016, Fig. 1): an image whose ``layer`` features match."""
+    """Content reconstruction (Gatys et al. 2016, Fig. 1): an image whose ``layer`` features match.
+
+    The loss is ``config.content_weight`` × the content loss at ``layer`` plus ``config.tv_weight``
+    × total variation; the start image is noise (``init`` content or style) or ``init``'s file.
+    """
     cfg, device, gen = _setup(config)
     layer = resolve_layer(layer, "layer")
     a = check_array(image, "image")
@@ -308,8 +312,11 @@ def reconstruct(
     shape = fit_long_side(*a.shape[:2], cfg.size)
     scale = _single_scale(shape, [layer], cfg, device, tileable=True)
     target = to_tensor(a, shape, device)
+    if cfg.content_weight <= 0:
+        raise InputError("content_weight", cfg.content_weight, "must be > 0: a reconstruction matches the content")
     encoder = _encoder(cfg, [layer], device)
-    objective = Objective(encoder, content=content_terms(encoder, target, [layer], (), 1.0, tile=scale.tile))
+    objective = Objective(encoder, content=content_terms(encoder, target, [layer], (), cfg.content_weight,
+                                                         tile=scale.tile), tv_weight=cfg.tv_weight)
     init = "noise" if cfg.init in ("content", "style") else cfg.init
     x0 = _init_image(cfg.replace(init=init), shape, None, None, gen, device)
     result = _run(x0, objective, cfg, device, f"reconstruct {layer}", callback, stop, scale)
@@ -329,7 +336,9 @@ def texture(
     """Texture synthesis (Gatys, Ecker, Bethge 2015): an image with the style's Gram statistics.
 
     ``shape`` (h, w) of the output; default: the style's aspect at long side ``config.size``.
-    The style is analysed at long side ``config.size * config.style_scale``.
+    The style is analysed at long side ``config.size * config.style_scale``. The loss is
+    ``style_weight`` × the Gram loss plus the histogram and total-variation terms; the start image
+    is noise (``init`` content), the style or ``init``'s file.
     """
     cfg, device, gen = _setup(config)
     style_list = [style] if isinstance(style, np.ndarray) else list(style)
@@ -343,6 +352,9 @@ def texture(
     else:
         out_shape = fit_long_side(*style_a[0].shape[:2], cfg.size)
     hist_layers = cfg.histogram_layers if cfg.histogram_weight > 0 else ()
+    if cfg.style_weight <= 0 and not hist_layers:
+        raise InputError("style_weight", cfg.style_weight, "must be > 0 (or histogram_weight > 0): a texture "
+                                                           "matches the style's statistics")
     need = thin.min_side([*cfg.style_layers, *hist_layers])
     work = thin.work_shape(out_shape, need)  # a thin texture is made wider, then cropped
     scale = _single_scale(work, [*cfg.style_layers, *hist_layers], cfg, device, tileable=not hist_layers)
@@ -351,8 +363,8 @@ def texture(
     style_a = [thin.pad_for(s, style_size, need)[0] for s in style_a]
     style_t = [to_tensor(s, fit_long_side(*s.shape[:2], style_size), device) for s in style_a]
     encoder = _encoder(cfg, [*cfg.style_layers, *hist_layers], device)
-    terms = style_terms(encoder, style_t, cfg.style_blend, cfg.style_layers, cfg.style_layer_weights, 1.0,
-                        tile=scale.tile)
+    terms = style_terms(encoder, style_t, cfg.style_blend, cfg.style_layers, cfg.style_layer_weights,
+                        cfg.style_weight, tile=scale.tile) if cfg.style_weight > 0 else []
     terms += histogram_terms(encoder, style_t[0], hist_layers, cfg.histogram_weight)
     objective = Objective(encoder, style=terms, tv_weight=cfg.tv_weight)
     init = "noise" if cfg.init == "content" else cfg.init

@@ -226,3 +226,99 @@ def test_tiff_keeps_16_bits(tmp_path: Path) -> None:
     (tmp_path / "broken.tif").write_bytes((tmp_path / "out.tif").read_bytes()[:60])
     with pytest.raises(InputError, match="broken.tif"):
         read_image(tmp_path / "broken.tif")
+
+
+# --- settings that were silently ignored: they work, or are refused (#11) ----------------------------
+
+
+def test_texture_and_reconstruct_use_their_loss_weights(style96: np.ndarray, content96: np.ndarray) -> None:
+    from nst_engine import api
+    from nst_engine.config import StyleConfig
+    from nst_engine.errors import InputError
+
+    # one step: the losses are those of the same (seeded) start image, so the weights show exactly
+    base = StyleConfig(size=32, steps=1, style_layers=("relu1_1", "relu2_1"), tv_weight=0.5)
+    one, two = (api.texture(style96, base.replace(style_weight=w)).losses for w in (1.0, 2.0))
+    assert two["style"] == pytest.approx(2 * one["style"]) and two["tv"] == pytest.approx(one["tv"])
+    assert one["tv"] > 0
+    with pytest.raises(InputError, match="style_weight"):
+        api.texture(style96, base.replace(style_weight=0.0))
+    cfg = StyleConfig(size=32, steps=1)
+    plain = api.reconstruct(content96, "relu2_1", cfg).losses
+    smooth = api.reconstruct(content96, "relu2_1", cfg.replace(tv_weight=0.5, content_weight=2.0)).losses
+    assert plain["tv"] == 0 and smooth["tv"] > 0 and smooth["content"] == pytest.approx(2 * plain["content"])
+    with pytest.raises(InputError, match="content_weight"):
+        api.reconstruct(content96, "relu2_1", cfg.replace(content_weight=0.0))
+
+
+def test_commands_refuse_settings_they_do_not_use(images: tuple[Path, Path], tmp_path: Path,
+                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    c, s = images
+    out = tmp_path / "o.png"
+    cases = [
+        (["texture", str(s), "--content-weight", "2"], "unrecognized arguments: --content-weight"),
+        (["texture", str(s), "--preserve-colors", "luminance"], "unrecognized arguments: --preserve-colors"),
+        (["texture", str(s), "--init", "content"], "--init='content': a texture starts from"),
+        (["reconstruct", str(c), "--style-weight", "2"], "unrecognized arguments: --style-weight"),
+        (["reconstruct", str(c), "--init", "style"], "--init='style': a reconstruction starts from"),
+        (["stylize", str(c), "--model", "starry-night", "--steps", "100"],
+         "--steps=100: applies to the iterative method"),
+        (["stylize", str(c), "--model", "starry-night", "--size", "256"], "--size=256: applies to the iterative"),
+        (["stylize", str(c), "--model", "starry-night", "--device", "cuda:1"], "--device='cuda:1': the model runner"),
+        (["stylize", str(c), str(s), "--strength", "0.5"], "--strength=0.5: applies to --model only"),
+        (["stylize", str(c), str(s), "--model-size", "256"], "--model-size=256: applies to --model only"),
+        (["stylize", str(c), str(s), "--composite", "none"], "--composite='none': applies to a selection"),
+        (["stylize", str(c), "--model", "starry-night", "--margin", "4"], "--margin=4: applies to a selection"),
+    ]
+    for argv, needle in cases:
+        code, err = _run_err([*argv, "-o", str(out)], capsys)
+        assert code == 2 and needle in err and "Traceback" not in err, (argv, err)
+        assert not out.exists(), argv
+
+
+def test_texture_and_reconstruct_weights_from_the_command_line(images: tuple[Path, Path], tmp_path: Path) -> None:
+    c, s = images
+    base = ["--size", "24", "--steps", "2", "--style-layers", "relu1_1"]
+    outs = []
+    for weight in ("1", "1e-6"):
+        outs.append(tmp_path / f"t{weight}.png")
+        assert main(["texture", str(s), *base, "--tv-weight", "1", "--style-weight", weight, "-o", str(outs[-1])]) == 0
+    assert not np.array_equal(np.asarray(Image.open(outs[0])), np.asarray(Image.open(outs[1])))
+    outs = []
+    for weight in ("0", "100"):
+        outs.append(tmp_path / f"r{weight}.png")
+        assert main(["reconstruct", str(c), "--layer", "relu1_1", "--size", "24", "--steps", "2", "--tv-weight", weight,
+                     "-o", str(outs[-1])]) == 0
+    assert not np.array_equal(np.asarray(Image.open(outs[0])), np.asarray(Image.open(outs[1])))
+
+
+def test_model_tile_overlap_follows_the_tile(images: tuple[Path, Path], tmp_path: Path,
+                                             capsys: pytest.CaptureFixture[str]) -> None:
+    from nst_engine.cli import build_parser
+    from nst_engine.options import default_overlap
+
+    c, _ = images
+    args = build_parser("stylize").parse_args(["stylize", str(c), "--model", "starry-night", "-o", "x.png"])
+    assert args.overlap is None  # not set by the user: the run picks it from --tile
+    assert (default_overlap(0), default_overlap(512), default_overlap(64)) == (128, 128, 16)
+    out = tmp_path / "tiled.png"
+    assert main(["stylize", str(c), "--model", "starry-night", "--tile", "64", "-q", "-o", str(out)]) == 0
+    assert Image.open(out).size == Image.open(c).size
+    code, err = _run_err(["stylize", str(c), "--model", "starry-night", "--tile", "64", "--overlap", "40",
+                          "-o", str(tmp_path / "bad.png")], capsys)
+    assert code == 2 and "--overlap=40: must be between 0 and tile/2 (32) px" in err, err
+    assert not (tmp_path / "bad.png").exists()
+
+
+def test_train_device_is_kept_or_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from nst_engine.cli import build_parser
+    from nst_engine.cli.train import config_from_args
+
+    base = ["train", "style:mosaic", "--content-dir", str(tmp_path), "-o", str(tmp_path / "m.onnx")]
+    assert config_from_args(build_parser("train").parse_args([*base, "--device", "cuda:1"])).device == "cuda:1"
+    for device, teacher, needle in (("gpu", [], "--device='gpu': must be auto, cpu, cuda or cuda:N"),
+                                    ("cuda:x", [], "--device='cuda:x'"),
+                                    ("cuda:1", ["--teacher", "t.onnx"], "--device='cuda:1': an .onnx --teacher runs on "
+                                                                         "the first GPU")):
+        code, err = _run_err([*base, "--device", device, *teacher], capsys)
+        assert code == 2 and needle in err and "Traceback" not in err, (device, err)

@@ -13,6 +13,8 @@ import dataclasses
 from collections.abc import Callable, Iterable
 from typing import Any
 
+from ..errors import InputError
+
 _TYPES: dict[str, Callable[[str], Any]] = {"int": int, "float": float, "str": str}
 _NAMES = {"int": "whole numbers", "float": "numbers", "str": "names"}
 
@@ -97,3 +99,12 @@ def field_values(cls: type, args: argparse.Namespace, skip: Iterable[str] = ()) 
     """The parsed values of ``cls``'s command-line fields that ``args`` has."""
     return {f.name: getattr(args, f.name) for f in cli_fields(cls, skip) if hasattr(args, f.name)}
 
+
+def refuse_changed(args: argparse.Namespace, cls: type, names: Iterable[str], reason: str) -> None:
+    """`InputError` for the first of ``names`` (fields of ``cls``) that ``args`` sets to something
+    other than its default: a setting the run would not use is refused, not silently ignored."""
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    for name in names:
+        value = getattr(args, name, None)
+        if hasattr(args, name) and value != _default(fields[name]):
+            raise InputError(name, value, reason)

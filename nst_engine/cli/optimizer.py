@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import functools
 import math
 import sys
@@ -18,6 +19,14 @@ from .options import add_config_options, config_from_args
 from .progress import ProgressBar
 
 INPUT_HELP = "an image file, sample:NAME (scikit-image photo, e.g. sample:astronaut) or style:NAME (shipped style)"
+
+# StyleConfig fields a command cannot use: it does not offer them (argparse then refuses them).
+RECONSTRUCT_SKIP = frozenset({
+    "style_scale", "scales", "scale_steps", "content_layers", "content_layer_weights", "style_layers",
+    "style_layer_weights", "style_weight", "histogram_weight", "histogram_layers", "preserve_colors", "style_blend",
+})
+TEXTURE_SKIP = frozenset({"scales", "scale_steps", "content_layers", "content_layer_weights", "content_weight",
+                          "preserve_colors"})
 
 
 def register(sub: Any) -> None:
@@ -37,21 +46,22 @@ def register(sub: Any) -> None:
                        description="Reconstruct IMAGE from noise, matching its features at --layer.")
     p.add_argument("image", metavar="IMAGE", help=INPUT_HELP)
     p.add_argument("--layer", default="relu3_1", help="VGG-19 layer to match (relu1_1 … relu5_4) [default: relu3_1]")
-    _common(p, defaults={"init": "noise"})
+    _common(p, defaults={"init": "noise"}, skip=RECONSTRUCT_SKIP)
     p.set_defaults(func=run_reconstruct)
 
     p = sub.add_parser("texture", help="texture synthesis from noise",
                        description="Synthesise a texture with the Gram statistics of STYLE.")
     p.add_argument("styles", metavar="STYLE", nargs="+", help=INPUT_HELP)
     p.add_argument("--height", type=int, default=None, help="output height in px [default: the style's aspect]")
-    _common(p, defaults={"init": "noise"})
+    _common(p, defaults={"init": "noise"}, skip=TEXTURE_SKIP)
     p.set_defaults(func=run_texture)
 
 
-def _common(p: argparse.ArgumentParser, defaults: dict[str, Any] | None = None) -> None:
+def _common(p: argparse.ArgumentParser, defaults: dict[str, Any] | None = None,
+            skip: frozenset[str] = frozenset()) -> None:
     p.add_argument("-o", "--output", required=True, help="output image (.png, .jpg, .tif, .webp)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
-    add_config_options(p, defaults=defaults)
+    add_config_options(p, skip=skip, defaults=defaults)
 
 
 class _Run:
@@ -138,15 +148,22 @@ def _with_alpha(image: np.ndarray, source: np.ndarray) -> np.ndarray:
 
 @_interruptible
 def run_stylize(args: argparse.Namespace) -> int:
+    from ..options import MODEL_CONFIG_FIELDS, StylizeOptions
+    from .fields import refuse_changed
     from .options import stylize_options_from_args
 
     options = stylize_options_from_args(args)
+    if not args.mask:
+        refuse_changed(args, StylizeOptions, ("composite", "margin", "feather"), "applies to a selection (--mask) only")
     if options.method == "model":
         if args.styles:
             raise InputError("--model", args.model, "give STYLE images or --model, not both")
+        iterative_only = [f.name for f in dataclasses.fields(StyleConfig) if f.name not in MODEL_CONFIG_FIELDS]
+        refuse_changed(args, StyleConfig, iterative_only, "applies to the iterative method (STYLE images), not --model")
         from .train import run_model_stylize
 
         return run_model_stylize(args)
+    refuse_changed(args, StylizeOptions, ("model_size", "strength", "overlap"), "applies to --model only")
     if not args.styles:
         raise InputError("STYLE", "", "give at least one style image, or --model NAME")
     cfg = config_from_args(args)
@@ -175,6 +192,8 @@ def run_reconstruct(args: argparse.Namespace) -> int:
     from ..api import reconstruct
 
     cfg = config_from_args(args)
+    if cfg.init in ("content", "style"):
+        raise InputError("--init", cfg.init, "a reconstruction starts from noise or an image FILE")
     run = _Run(args)
     image = _load(args.image, "IMAGE", cfg.size, exact=True)
     result = reconstruct(image, args.layer, cfg, callback=run)
@@ -187,6 +206,8 @@ def run_texture(args: argparse.Namespace) -> int:
     from ..image import fit_long_side
 
     cfg = config_from_args(args)
+    if cfg.init == "content":
+        raise InputError("--init", cfg.init, "a texture starts from noise, the style or an image FILE")
     if args.height is not None and not 1 <= args.height <= MAX_SIZE:
         raise InputError("--height", args.height, f"must be between 1 and {MAX_SIZE}")
     run = _Run(args)

@@ -42,6 +42,14 @@ def register(sub: Any) -> None:
     p.set_defaults(func=run_models)
 
 
+def check_device(device: str, argument: str = "--device") -> str:
+    """``auto``, ``cpu``, ``cuda`` or ``cuda:N``, kept as given (``cuda:1`` stays ``cuda:1``)."""
+    index = device[len("cuda:"):] if device.startswith("cuda:") else "0"
+    if device not in ("auto", "cpu", "cuda") and not (device.startswith("cuda:") and index.isdigit()):
+        raise InputError(argument, device, "must be auto, cpu, cuda or cuda:N")
+    return device
+
+
 def config_from_args(args: argparse.Namespace) -> "TrainConfig":
     """The `TrainConfig` of parsed ``args`` (the variant of a ``--resume`` checkpoint where none is given)."""
     from export.config import TrainConfig as Config
@@ -55,6 +63,11 @@ def config_from_args(args: argparse.Namespace) -> "TrainConfig":
             from export.train import load_checkpoint
 
             values["variant"] = str(load_checkpoint(values["resume"])["spec"].get("variant", "light"))
+    device = check_device(str(values.get("device", "auto")))
+    teacher = values.get("teacher")
+    if teacher and str(teacher).lower().endswith(".onnx") and device.startswith("cuda:") and device != "cuda:0":
+        raise InputError("--device", device, "an .onnx --teacher runs on the first GPU (onnxruntime): use cuda:0, "
+                                             "a .pt teacher, or CUDA_VISIBLE_DEVICES to choose the GPU")
     return Config(**values)
 
 
