@@ -429,7 +429,7 @@ def _():
     return _long_run_with(kill_engine)
 
 
-def _with_config(content):
+def _with_config(content, **props):
     path = os.path.join(PLUGIN_DIR, "nst-bridge.json")
     with open(path) as fh:
         saved = fh.read()
@@ -442,7 +442,7 @@ def _with_config(content):
         img = new_image(32, 32)
         layer = add_layer(img, "photo", 32, 32, values=pattern(32, 32))
         before = read(layer)
-        out = summary(stylize(img, [layer]))
+        out = summary(stylize(img, [layer], **props))
         out["source_unchanged"] = diff(read(layer), before)["max"] == 0.0
         return out
     finally:

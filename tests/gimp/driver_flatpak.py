@@ -1,7 +1,9 @@
 # Runs inside GIMP 3, executed by driver.py in its namespace (check, stylize, _with_config, ...):
 # the plug-in as installed for GIMP from Flatpak ("flatpak": true in nst-bridge.json: it never
 # starts the engine itself). First with no engine running: the message must name the command;
-# then that very command is run here, "outside GIMP", and the same call must succeed through it.
+# then that very command is run here, "outside GIMP", and the same call must succeed through it
+# (with --no-preload and, where a model ships, the model method: no VGG-19 to load, so the
+# check stays short on a busy machine).
 # tests/test_gimp.py makes the assertions. GIMP's Python: gi + stdlib only.
 import shlex
 import subprocess
@@ -55,15 +57,15 @@ def _():
     command = FLATPAK.get("command")
     if not command:
         return {"error": "no command in the message"}
-    server = subprocess.Popen(shlex.split(command), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                              start_new_session=True)
+    server = subprocess.Popen(shlex.split(command) + ["--no-preload"], stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL, start_new_session=True)
     out = {"command_pid": server.pid}
     try:
         deadline = time.monotonic() + 120
         while _state_pid() != server.pid and server.poll() is None and time.monotonic() < deadline:
             time.sleep(0.1)
         out.update(state_pid=_state_pid(), exit_before_call=server.poll())
-        out.update(_with_config(_flatpak_config()))
+        out.update(_with_config(_flatpak_config(), **({"method": "model", "model": MODEL} if MODEL else {})))
         out["state_pid_after"] = _state_pid()
         out["timing"] = timing_lines()[-1:]
     finally:
