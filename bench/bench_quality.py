@@ -103,7 +103,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{Path(args.model).name} ({info.style_name}) vs up to {args.steps} optimizer steps, {args.size} px, "
           f"content {','.join(content_layers)} x{cw:g}, style {','.join(style_layers)} x{sw:g} at {style_size} px, {dev}")
     print(f"{'photo':10} {'equiv':>6} {'model loss':>11} {'opt loss':>10} {'model c':>10} {'opt c':>10} {'c ratio':>7} "
-          f"{'model s':>10} {'opt s':>10} {'s ratio':>7}")
+          f"{'model s':>10} {'opt s':>10} {'s ratio':>7} {'@30/model':>9}")
     equivalents: list[float] = []
     c_ratios, s_ratios = [], []
     sheet: list[np.ndarray] = []
@@ -126,9 +126,11 @@ def main(argv: list[str] | None = None) -> int:
         equivalents.append(float(eq) if eq is not None else float(args.steps + 1))
         c_ratios.append(mc / oc)
         s_ratios.append(ms / os_)
+        # How far the model is from the bar: the optimizer's loss at step 30 over the model's (< 1: short).
+        at30 = result.history[EQUIVALENT_BAR - 1] / model_total if len(result.history) >= EQUIVALENT_BAR else float("nan")
         eq_text = str(eq) if eq is not None else f">{args.steps}"
         print(f"{path.stem:10} {eq_text:>6} {model_total:11.4g} {oc + os_:10.4g} {mc:10.4g} {oc:10.4g} {mc / oc:7.2f} "
-              f"{ms:10.4g} {os_:10.4g} {ms / os_:7.2f}", flush=True)
+              f"{ms:10.4g} {os_:10.4g} {ms / os_:7.2f} {at30:9.2f}", flush=True)
         if args.save:
             write_image(Path(args.save) / f"{path.stem}-model.png", y_model)
             write_image(Path(args.save) / f"{path.stem}-optimizer.png", y_opt)

@@ -35,8 +35,6 @@ class TrainConfig:
     variant: str = field(default="light", metadata=option(
         "network: light (fast on a CPU) or standard (Johnson et al.)", choices=VARIANTS, cli_default=None,
         default_text="light, or the --resume checkpoint's"))
-    input_skip: bool = field(default=False, metadata=option(
-        "the network paints on the photo: output = sigmoid(logit(photo) + network) (experimental)"))
     # The CPU recipe (2 cores, ~40 min; see export/README.md): most steps on small crops in
     # batches of 4, the last `fine_steps` on larger crops, so the net also sees strokes at the
     # scale of a bigger image.

@@ -5,11 +5,13 @@ from __future__ import annotations
 import json
 
 import pytest
+import torch
 
 from nst_engine import config as config_module
 from nst_engine import estimate, plan
 from nst_engine.bridge import timing
 from nst_engine.config import StyleConfig
+from nst_engine.encoders.vgg import resolve_precision
 from nst_engine.errors import InputError
 
 
@@ -64,7 +66,8 @@ def test_step_cost_is_measured_once_per_machine_key(cache, monkeypatch):
     bf16 = estimate.step_cost(StyleConfig(precision="bf16"))  # another key: measured again
     assert len(calls) == 2 and bf16.key["precision"] == "bf16"
     entries = json.loads(cache.read_text())["entries"]
-    assert len(entries) == 2 and {json.loads(k)["precision"] for k in entries} == {"fp32", "bf16"}
+    auto = resolve_precision("auto", torch.device("cpu"))  # hybrid where bf16 is native, else fp32
+    assert len(entries) == 2 and {json.loads(k)["precision"] for k in entries} == {auto, "bf16"}
     estimate.step_cost(refresh=True)
     assert len(calls) == 3
     # a damaged cache is measured again, not an error

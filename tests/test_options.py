@@ -68,11 +68,11 @@ def test_every_train_field_is_an_option(tmp_path: Path) -> None:
     base = ["train", "style:mosaic", "--content-dir", str(tmp_path), "-o", str(tmp_path / "m.onnx")]
     cfg = config_from_args(parser.parse_args(base))
     assert cfg == TrainConfig(style="style:mosaic", content_dir=str(tmp_path), output=str(tmp_path / "m.onnx"))
-    cfg = config_from_args(parser.parse_args([*base, "--input-skip", "--no-channels-last", "--style-layers",
+    cfg = config_from_args(parser.parse_args([*base, "--no-channels-last", "--style-layers",
                                               "relu1_1,relu2_1", "--device", "cuda:1", "--variant", "standard"]))
-    assert (cfg.input_skip, cfg.channels_last, cfg.style_layers) == (True, False, ("relu1_1", "relu2_1"))
+    assert (cfg.channels_last, cfg.style_layers) == (False, ("relu1_1", "relu2_1"))
     assert cfg.device == "cuda:1" and cfg.variant == "standard"  # kept as given (was: cuda:1 -> cuda)
-    assert config_from_args(parser.parse_args([*base, "--no-input-skip"])).input_skip is False
+    assert config_from_args(parser.parse_args([*base, "--channels-last"])).channels_last is True
 
 
 @pytest.mark.parametrize(("extra", "needle"), [

@@ -75,6 +75,7 @@ class _Run:
         self.last_step = 0
         self.t0 = time.perf_counter()
         self.snapshots: list[Path] = []
+        self.args = args
         args.run = self  # for `_interruptible`'s message
 
     def __call__(self, p: Any) -> None:
@@ -88,6 +89,13 @@ class _Run:
             if path not in self.snapshots:
                 self.snapshots.append(path)
 
+    def _precision(self) -> str:
+        """Which arithmetic the encoder ran in, and why (auto: the CPU's bf16 support)."""
+        from ..api import select_device
+        from ..encoders.vgg import describe_precision
+
+        return describe_precision(getattr(self.args, "precision", "auto"), select_device(getattr(self.args, "device", "auto")))
+
     def finish(self, image: np.ndarray, steps: int) -> int:
         from ..image import write_image
 
@@ -95,7 +103,8 @@ class _Run:
         write_image(self.out, image)
         if self.bar.enabled:
             h, w = image.shape[:2]
-            print(f"wrote {self.out} ({w}x{h}, {steps} steps, {time.perf_counter() - self.t0:.1f} s)", file=sys.stderr)
+            print(f"wrote {self.out} ({w}x{h}, {steps} steps, {time.perf_counter() - self.t0:.1f} s; "
+                  f"{self._precision()})", file=sys.stderr)
         return 0
 
 
