@@ -1,9 +1,10 @@
-"""VGG-19 layer names (no torch: option parsing and checks import this without the network)."""
+"""VGG-19 layer names, widths and geometry (no torch: option parsing and checks import this without the network)."""
 from __future__ import annotations
 
 import re
 
 from ..errors import InputError
+from .base import LayerGeometry, sequential_geometry
 
 # (block, number of convs, channels)
 _BLOCKS: tuple[tuple[int, int, int], ...] = ((1, 2, 64), (2, 2, 128), (3, 4, 256), (4, 4, 512), (5, 4, 512))
@@ -20,6 +21,7 @@ def _layer_names() -> tuple[str, ...]:
 
 LAYER_NAMES: tuple[str, ...] = _layer_names()
 CONV_NAMES: tuple[str, ...] = tuple(n for n in LAYER_NAMES if n.startswith("conv"))
+GEOMETRY: dict[str, LayerGeometry] = sequential_geometry(LAYER_NAMES)
 _ALIASES = re.compile(r"^block(\d)_(conv|relu)(\d)$")  # Keras/pastiche spelling: block4_conv2
 
 
@@ -37,3 +39,8 @@ def resolve_layer(name: str, argument: str = "layer") -> str:
 def layer_channels(name: str) -> int:
     block = int(re.search(r"\d", resolve_layer(name)).group())  # type: ignore[union-attr]
     return next(c for b, _, c in _BLOCKS if b == block)
+
+
+def layer_geometry(name: str) -> LayerGeometry:
+    """Receptive field and stride of a VGG-19 layer (any accepted spelling)."""
+    return GEOMETRY[resolve_layer(name)]

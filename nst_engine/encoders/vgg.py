@@ -10,7 +10,6 @@ applied by a preprocessing layer inside the encoder, so the optimizer never sees
 """
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
@@ -20,8 +19,8 @@ import torch
 from torch import nn
 
 from ..errors import InputError
-
-from .layers import _BLOCKS, CONV_NAMES, LAYER_NAMES, layer_channels, resolve_layer  # noqa: F401
+from .base import LayerGeometry
+from .layers import _BLOCKS, CONV_NAMES, GEOMETRY, LAYER_NAMES, layer_channels, resolve_layer  # noqa: F401
 
 Preprocess = Literal["caffe", "torchvision"]
 PRECISIONS = ("auto", "fp32", "tf32", "bf16", "hybrid")
@@ -84,6 +83,9 @@ def precision(name: str, device: torch.device) -> Iterator[str]:
 class _Normalize(nn.Module):
     """RGB 0..255 to the weight set's input convention."""
 
+    mean: torch.Tensor
+    scale: torch.Tensor
+
     def __init__(self, kind: Preprocess) -> None:
         super().__init__()
         self.kind = kind
@@ -105,7 +107,10 @@ class _Normalize(nn.Module):
 
 
 class VGG19Encoder(nn.Module):
-    """VGG-19 conv stack up to ``last_layer``; ``forward`` returns the asked-for activations."""
+    """VGG-19 conv stack up to ``last_layer``; ``forward`` returns the asked-for activations.
+
+    Satisfies `nst_engine.encoders.base.Encoder`.
+    """
 
     def __init__(
         self,
@@ -142,13 +147,21 @@ class VGG19Encoder(nn.Module):
     def last_layer(self) -> str:
         return self.names[-1]
 
+    def resolve_layer(self, name: str) -> str:
+        """Canonical VGG-19 name (``block4_conv2`` → ``conv4_2``); any VGG-19 layer, built or not
+        (``forward`` says which are not built)."""
+        return resolve_layer(name)
+
+    def geometry(self, layer: str) -> LayerGeometry:
+        return GEOMETRY[resolve_layer(layer)]
+
     def forward(self, image: torch.Tensor, layers: Iterable[str]) -> dict[str, torch.Tensor]:
         wanted = {resolve_layer(n) for n in layers}
         if not wanted:
             return {}
         missing = wanted - set(self.names)
         if missing:
-            raise InputError("layers", sorted(missing)[0], f"not built (encoder stops at {self.last_layer})")
+            raise InputError("layers", min(missing), f"not built (encoder stops at {self.last_layer})")
         deepest = max(self.names.index(n) for n in wanted)
         out: dict[str, torch.Tensor] = {}
         x = self.normalize(image)
