@@ -7,6 +7,11 @@ implementations do (pastiche, after jcjohnson/neural-style's defaults): content 
 and style layers by 10/C² on mse(F·Fᵀ/(HW), A). With content weight 1 and style weight 1 that
 gives a balanced transfer at the default layers, and lets `bench/` compare losses with pastiche
 one for one.
+
+The terms know no network: a term holds its layer's name and its target, and reads the channel
+count C from the target. An `Encoder` (VGG-19, or the tiny seeded one of the unit tests) gives
+the features; the tiled target passes come from `tilegrid`, so this module does not import the
+tiled objective (`tiling`), which builds on it.
 """
 from __future__ import annotations
 
@@ -17,7 +22,15 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from .encoders.vgg import VGG19Encoder, layer_channels, resolve_layer
+from .encoders.base import Encoder
+from .ops import _Gram, gram, match_histograms, tv_loss
+from .tilegrid import tiled_features, tiled_grams
+
+# _Gram, gram and tv_loss moved to `ops`; they are still imported from here.
+__all__ = [
+    "CONTENT_SCALE", "HISTOGRAM_SCALE", "STYLE_SCALE", "TV_SCALE", "ContentLoss", "FeatureLoss", "GramLoss",
+    "HistogramLoss", "Objective", "_Gram", "content_terms", "gram", "histogram_terms", "style_terms", "tv_loss",
+]
 
 CONTENT_SCALE = 0.01
 STYLE_SCALE = 10.0
@@ -26,33 +39,12 @@ TV_SCALE = 0.5
 HISTOGRAM_SCALE = 100.0
 
 
-class _Gram(torch.autograd.Function):
-    """G = F·Fᵀ/n with a symmetric backward: ∂L/∂F = (Ḡ + Ḡᵀ)·F/n in one matmul.
-
-    Autograd's generic mm backward would do two matmuls (one per operand); this is the
-    step's largest non-conv cost on the CPU.
-    """
-
-    @staticmethod
-    def forward(ctx: torch.autograd.function.FunctionCtx, f: torch.Tensor, n: float) -> torch.Tensor:  # type: ignore[override]
-        ctx.save_for_backward(f)
-        ctx.n = n  # type: ignore[attr-defined]
-        return torch.mm(f, f.t()).div_(n)
-
-    @staticmethod
-    def backward(ctx: torch.autograd.function.FunctionCtx, grad: torch.Tensor) -> tuple[torch.Tensor, None]:  # type: ignore[override]
-        (f,) = ctx.saved_tensors  # type: ignore[attr-defined]
-        return torch.mm(grad + grad.t(), f).div_(ctx.n), None  # type: ignore[attr-defined]
-
-
-def gram(features: torch.Tensor, n: float | None = None) -> torch.Tensor:
-    """Gram matrix F·Fᵀ/n of (1, C, H, W) features (n = H·W by default), accumulated in fp32."""
-    _, c, h, w = features.shape
-    return _Gram.apply(features.reshape(c, h * w).float(), float(h * w) if n is None else n)
-
-
 class FeatureLoss(nn.Module):
-    """A loss on one encoder layer's activations."""
+    """A loss on one encoder layer's activations.
+
+    ``layer`` is the encoder's canonical name for the layer (the key of its feature dict); the
+    ``*_terms`` builders below resolve user spellings through the encoder.
+    """
 
     layer: str
 
@@ -63,9 +55,11 @@ class FeatureLoss(nn.Module):
 class ContentLoss(FeatureLoss):
     """Feature reconstruction: weight·0.01·mse(F(x), F(content)) at one layer."""
 
+    target: torch.Tensor  # a buffer: moves with .to(device)
+
     def __init__(self, layer: str, target: torch.Tensor, weight: float = 1.0) -> None:
         super().__init__()
-        self.layer = resolve_layer(layer)
+        self.layer = layer
         self.weight = weight * CONTENT_SCALE
         self.register_buffer("target", target.detach().float(), persistent=False)
 
@@ -85,10 +79,13 @@ class GramLoss(FeatureLoss):
     image's cost.
     """
 
+    target: torch.Tensor  # the C×C target Gram (a buffer)
+
     def __init__(self, layer: str, target_gram: torch.Tensor, weight: float = 1.0) -> None:
         super().__init__()
-        self.layer = resolve_layer(layer)
-        self.weight = weight * STYLE_SCALE / layer_channels(self.layer) ** 2
+        self.layer = layer
+        channels = target_gram.shape[0]  # C, from the C×C target: no table of the network's widths
+        self.weight = weight * STYLE_SCALE / channels**2
         self.register_buffer("target", target_gram.detach().float(), persistent=False)
 
     def forward(self, feats: Mapping[str, torch.Tensor]) -> torch.Tensor:
@@ -107,9 +104,11 @@ class HistogramLoss(FeatureLoss):
     distribution that Gram matrices leave free, which steadies Gram-only results.
     """
 
+    sorted_style: torch.Tensor  # (C, M): each channel's style activations, sorted (a buffer)
+
     def __init__(self, layer: str, style_features: torch.Tensor, weight: float = 1.0) -> None:
         super().__init__()
-        self.layer = resolve_layer(layer)
+        self.layer = layer
         self.weight = weight * HISTOGRAM_SCALE
         c = style_features.shape[1]
         self.register_buffer("sorted_style", style_features.detach().reshape(c, -1).float().sort(dim=1).values,
@@ -118,37 +117,20 @@ class HistogramLoss(FeatureLoss):
     def remap(self, o: torch.Tensor) -> torch.Tensor:
         """R(O): O's values replaced, rank for rank, by the style's quantiles."""
         c = o.shape[1]
-        flat = o.detach().reshape(c, -1).float()
-        n, m = flat.shape[1], self.sorted_style.shape[1]
-        # The style's quantiles at the N ranks of O (linear interpolation between its M samples).
-        pos = torch.linspace(0, m - 1, n, device=o.device)
-        lo = pos.floor().long().clamp(max=m - 1)
-        hi = (lo + 1).clamp(max=m - 1)
-        frac = (pos - lo.float()).unsqueeze(0)
-        quantiles = self.sorted_style[:, lo] * (1 - frac) + self.sorted_style[:, hi] * frac
-        order = flat.argsort(dim=1)
-        remapped = torch.empty_like(flat).scatter_(1, order, quantiles)
-        return remapped.reshape(o.shape)
+        return match_histograms(o.detach().reshape(c, -1).float(), self.sorted_style).reshape(o.shape)
 
     def forward(self, feats: Mapping[str, torch.Tensor]) -> torch.Tensor:
         o = feats[self.layer]
         return self.weight * F.mse_loss(o.float(), self.remap(o))
 
 
-def tv_loss(image: torch.Tensor) -> torch.Tensor:
-    """Anisotropic total variation: mean |dx| + mean |dy| (in 0..255 pixel units)."""
-    dx = (image[..., :, 1:] - image[..., :, :-1]).abs().mean()
-    dy = (image[..., 1:, :] - image[..., :-1, :]).abs().mean()
-    return dx + dy
-
-
 @dataclass
 class Objective:
     """The sum of content, style and TV terms; evaluates one image in one encoder pass."""
 
-    encoder: VGG19Encoder
-    content: list[ContentLoss] = field(default_factory=list)
-    style: list[FeatureLoss] = field(default_factory=list)
+    encoder: Encoder
+    content: Sequence[ContentLoss] = field(default_factory=list)
+    style: Sequence[FeatureLoss] = field(default_factory=list)
     tv_weight: float = 0.0
 
     @property
@@ -161,10 +143,14 @@ class Objective:
         parts = {
             "content": sum((t(feats) for t in self.content), zero),
             "style": sum((t(feats) for t in self.style), zero),
-            "tv": TV_SCALE * self.tv_weight * tv_loss(image) if self.tv_weight else zero,
+            "tv": self.tv_term(image) if self.tv_weight else zero,
         }
         total = parts["content"] + parts["style"] + parts["tv"]
         return total, parts
+
+    def tv_term(self, image: torch.Tensor) -> torch.Tensor:
+        """The weighted total variation of ``image``."""
+        return TV_SCALE * self.tv_weight * tv_loss(image)
 
     def value_and_grad(self, image: torch.Tensor, need_grad: bool = True
                        ) -> tuple[torch.Tensor, dict[str, torch.Tensor], torch.Tensor | None]:
@@ -183,22 +169,18 @@ def _weights(layers: Sequence[str], weights: Sequence[float]) -> list[float]:
 
 @torch.no_grad()
 def content_terms(
-    encoder: VGG19Encoder, image: torch.Tensor, layers: Sequence[str], weights: Sequence[float], scale: float,
+    encoder: Encoder, image: torch.Tensor, layers: Sequence[str], weights: Sequence[float], scale: float,
     tile: int = 0,
 ) -> list[ContentLoss]:
     """Content targets at ``layers`` (computed in exact tiles of ``tile`` px when > 0)."""
-    if tile:
-        from .tiling import tiled_features
-
-        feats = tiled_features(encoder, image, list(layers), tile)
-    else:
-        feats = encoder(image, layers)
-    return [ContentLoss(n, feats[resolve_layer(n)], scale * w) for n, w in zip(layers, _weights(layers, weights))]
+    names = [encoder.resolve_layer(n) for n in layers]
+    feats = tiled_features(encoder, image, names, tile) if tile else encoder(image, names)
+    return [ContentLoss(n, feats[n], scale * w) for n, w in zip(names, _weights(names, weights))]
 
 
 @torch.no_grad()
 def style_terms(
-    encoder: VGG19Encoder,
+    encoder: Encoder,
     images: Sequence[torch.Tensor],
     blend: Sequence[float],
     layers: Sequence[str],
@@ -208,28 +190,27 @@ def style_terms(
 ) -> list[FeatureLoss]:
     """Gram targets of one or more style images, blended by ``blend`` (normalised to sum 1);
     computed in exact tiles of ``tile`` px when > 0."""
+    names = [encoder.resolve_layer(n) for n in layers]
     b = list(blend) if blend else [1.0] * len(images)
     total = sum(b)
     grams: dict[str, torch.Tensor] = {}
     for img, bi in zip(images, b):
         if tile:
-            from .tiling import tiled_grams
-
-            img_grams = tiled_grams(encoder, img, list(layers), tile)
+            img_grams = tiled_grams(encoder, img, names, tile)
         else:
-            feats = encoder(img, layers)
-            img_grams = {resolve_layer(n): gram(feats[resolve_layer(n)]) for n in layers}
-        for n in layers:
-            key = resolve_layer(n)
-            g = img_grams[key] * (bi / total)
-            grams[key] = grams[key] + g if key in grams else g
-    return [GramLoss(n, grams[resolve_layer(n)], scale * w) for n, w in zip(layers, _weights(layers, weights))]
+            feats = encoder(img, names)
+            img_grams = {n: gram(feats[n]) for n in names}
+        for n in names:
+            g = img_grams[n] * (bi / total)
+            grams[n] = grams[n] + g if n in grams else g
+    return [GramLoss(n, grams[n], scale * w) for n, w in zip(names, _weights(names, weights))]
 
 
 @torch.no_grad()
 def histogram_terms(
-    encoder: VGG19Encoder, image: torch.Tensor, layers: Sequence[str], scale: float
+    encoder: Encoder, image: torch.Tensor, layers: Sequence[str], scale: float
 ) -> list[FeatureLoss]:
     """Histogram targets of the (first) style image at ``layers``."""
-    feats = encoder(image, layers)
-    return [HistogramLoss(n, feats[resolve_layer(n)], scale) for n in layers]
+    names = [encoder.resolve_layer(n) for n in layers]
+    feats = encoder(image, names)
+    return [HistogramLoss(n, feats[n], scale) for n in names]

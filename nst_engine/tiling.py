@@ -18,132 +18,29 @@ The histogram loss matches the distribution of a whole layer, so it is not tiled
 """
 from __future__ import annotations
 
-import math
-from collections.abc import Iterator
-from dataclasses import dataclass
-
 import torch
 
-from .encoders.vgg import LAYER_NAMES, deepest, resolve_layer
 from .errors import InputError
-from .losses import TV_SCALE, GramLoss, Objective, gram, tv_loss
+from .losses import GramLoss, Objective
+from .ops import gram
+from .tilegrid import (
+    Tile,
+    encoder_geometry,
+    feature_shape,
+    feature_slices,
+    grid,
+    halo,
+    receptive_field,
+    snap_core,
+    stride,
+    tiled_features,
+    tiled_grams,
+    tiles,
+)
 
-
-def receptive_field(last: str) -> int:
-    """Receptive field (px) of one activation at ``last`` (3×3 convs, 2×2 stride-2 pools)."""
-    rf, stride = 1, 1
-    for name in LAYER_NAMES[: LAYER_NAMES.index(resolve_layer(last)) + 1]:
-        if name.startswith("conv"):
-            rf += 2 * stride
-        elif name.startswith("pool"):
-            rf += stride
-            stride *= 2
-    return rf
-
-
-def stride(layer: str) -> int:
-    """Input pixels per feature position at ``layer``: 2^(pools before it)."""
-    name = resolve_layer(layer)
-    return 2 ** sum(1 for n in LAYER_NAMES[: LAYER_NAMES.index(name)] if n.startswith("pool"))
-
-
-def grid(last: str) -> int:
-    """Tile origins must be multiples of this, so pooling windows match the whole image's."""
-    return stride(last) * (2 if resolve_layer(last).startswith("pool") else 1)
-
-
-def halo(last: str) -> int:
-    """Context (px) around a tile's core that makes the core's features exact."""
-    g = grid(last)
-    return math.ceil((receptive_field(last) // 2 + 1) / g) * g
-
-
-@dataclass(frozen=True)
-class Tile:
-    core: tuple[int, int, int, int]  # y0, y1, x0, x1 of the pixels this tile's features stand for
-    padded: tuple[int, int, int, int]  # the core plus its halo, clipped to the image
-
-
-def _spans(n: int, core: int, g: int) -> list[tuple[int, int]]:
-    count = max(1, math.ceil(n / core))
-    step = math.ceil(math.ceil(n / count) / g) * g  # balanced, on the grid
-    edges = [min(n, i * step) for i in range(count)] + [n]
-    return [(a, b) for a, b in zip(edges, edges[1:]) if b > a]
-
-
-def tiles(shape: tuple[int, int], core: int, last: str) -> list[Tile]:
-    """Cover an (h, w) image with cores of about ``core`` px, each padded by ``halo(last)``."""
-    g, pad = grid(last), halo(last)
-    core = max(g, core // g * g)
-    h, w = shape
-    out = []
-    for y0, y1 in _spans(h, core, g):
-        for x0, x1 in _spans(w, core, g):
-            out.append(Tile((y0, y1, x0, x1), (max(0, y0 - pad), min(h, y1 + pad), max(0, x0 - pad), min(w, x1 + pad))))
-    return out
-
-
-def _feature_slices(tile: Tile, layer: str, shape: tuple[int, int], feat_shape: tuple[int, int]
-                    ) -> tuple[tuple[slice, slice], tuple[slice, slice]]:
-    """(in the tile's features, in the whole image's features) slices of the tile's core."""
-    s = stride(layer)
-    (y0, y1, x0, x1), (py0, _, px0, _) = tile.core, tile.padded
-    h, w = shape
-    fy1 = feat_shape[0] if y1 == h else y1 // s
-    fx1 = feat_shape[1] if x1 == w else x1 // s
-    whole = (slice(y0 // s, fy1), slice(x0 // s, fx1))
-    local = (slice((y0 - py0) // s, fy1 - py0 // s), slice((x0 - px0) // s, fx1 - px0 // s))
-    return local, whole
-
-
-def _full_feature_shape(shape: tuple[int, int], layer: str) -> tuple[int, int]:
-    s = stride(layer)
-    return shape[0] // s, shape[1] // s
-
-
-def _last(layers: list[str]) -> str:
-    return deepest(layers) if layers else "relu1_1"
-
-
-def _tile_cores(encoder: torch.nn.Module, image: torch.Tensor, layers: list[str], core: int
-                ) -> Iterator[tuple[str, torch.Tensor, tuple[slice, slice], tuple[int, int]]]:
-    """For each tile and layer: (layer, the tile core's features, where they sit in the whole
-    image's features, the whole feature map's (h, w)). No gradient."""
-    names = sorted({resolve_layer(n) for n in layers})
-    shape = (image.shape[-2], image.shape[-1])
-    for tile in tiles(shape, core, _last(names)):
-        y0, y1, x0, x1 = tile.padded
-        with torch.no_grad():
-            feats = encoder(image[..., y0:y1, x0:x1], names)
-        for name in names:
-            full = _full_feature_shape(shape, name)
-            local, whole = _feature_slices(tile, name, shape, full)
-            yield name, feats[name][..., local[0], local[1]], whole, full
-        del feats
-
-
-@torch.no_grad()
-def tiled_grams(encoder: torch.nn.Module, image: torch.Tensor, layers: list[str], core: int) -> dict[str, torch.Tensor]:
-    """The Gram matrices F·Fᵀ/n of the whole image at ``layers``, one tile at a time."""
-    sums: dict[str, torch.Tensor] = {}
-    sizes: dict[str, int] = {}
-    for name, f, _, full in _tile_cores(encoder, image, layers, core):
-        g = gram(f, 1.0)  # the sum F·Fᵀ over this core; divided by the whole map's size below
-        sums[name] = sums[name].add_(g) if name in sums else g
-        sizes[name] = full[0] * full[1]
-    return {n: g / float(sizes[n]) for n, g in sums.items()}
-
-
-@torch.no_grad()
-def tiled_features(encoder: torch.nn.Module, image: torch.Tensor, layers: list[str], core: int
-                   ) -> dict[str, torch.Tensor]:
-    """The whole image's activations at ``layers``, assembled from tiles' cores (exact)."""
-    out: dict[str, torch.Tensor] = {}
-    for name, f, (wy, wx), full in _tile_cores(encoder, image, layers, core):
-        if name not in out:
-            out[name] = f.new_empty((1, f.shape[1], *full))
-        out[name][..., wy, wx] = f
-    return out
+# The tile geometry and the no-grad tiled passes live in `tilegrid` (which `losses` uses too);
+# they stay importable from here.
+__all__ = ["Tile", "TiledObjective", "grid", "halo", "receptive_field", "stride", "tiled_features", "tiled_grams", "tiles"]
 
 
 class TiledObjective:
@@ -156,8 +53,10 @@ class TiledObjective:
                              "the histogram loss cannot run in tiles; set it to 0, or lower --size / raise --max-memory")
         self.objective = objective
         self.encoder = objective.encoder
-        self.last = _last(sorted(objective.layers))
-        self.core = max(grid(self.last), core // grid(self.last) * grid(self.last))
+        # The encoder's geometry, not VGG's: any `Encoder` tiles exactly.
+        self.geometry = encoder_geometry(self.encoder, objective.layers)
+        self.strides = {n: self.encoder.geometry(n).stride for n in objective.layers}
+        self.core = snap_core(core, self.geometry)
 
     @property
     def layers(self) -> set[str]:
@@ -175,11 +74,11 @@ class TiledObjective:
         styles = [t for t in obj.style if isinstance(t, GramLoss)]
         parts = dict.fromkeys(("content", "style", "tv"), x.new_zeros(()))
         grad = torch.zeros_like(x) if need_grad else None
-        cover = tiles(shape, self.core, self.last)
+        cover = tiles(shape, self.core, self.geometry)
 
         def cores(feats: dict[str, torch.Tensor], tile: Tile, layer: str) -> tuple[torch.Tensor, tuple[slice, slice]]:
             f = feats[layer]
-            local, whole = _feature_slices(tile, layer, shape, _full_feature_shape(shape, layer))
+            local, whole = feature_slices(tile, self.strides[layer], shape)
             return f[..., local[0], local[1]], whole
 
         # Pass 1: the whole image's Grams, the style loss and its gradient Ḡ with respect to them.
@@ -202,15 +101,15 @@ class TiledObjective:
             with torch.set_grad_enabled(need_grad):
                 feats = self.encoder(xt, self.layers if need_grad else {t.layer for t in obj.content})
                 surrogate = xt.new_zeros(())
-                for term in obj.content:
-                    f, (wy, wx) = cores(feats, tile, term.layer)
-                    part = term.partial(f, term.target[..., wy, wx])
+                for content in obj.content:
+                    f, (wy, wx) = cores(feats, tile, content.layer)
+                    part = content.partial(f, content.target[..., wy, wx])
                     parts["content"] = parts["content"] + part.detach()
                     surrogate = surrogate + part
                 if need_grad:
                     for term, gbar in zip(styles, gbars):
                         f, _ = cores(feats, tile, term.layer)
-                        fh, fw = _full_feature_shape(shape, term.layer)
+                        fh, fw = feature_shape(shape, self.strides[term.layer])
                         surrogate = surrogate + (gbar * gram(f, float(fh * fw))).sum()
             if need_grad and surrogate.requires_grad:
                 surrogate.backward()
@@ -220,7 +119,7 @@ class TiledObjective:
         if obj.tv_weight:
             xx = x.clone().requires_grad_(need_grad)
             with torch.set_grad_enabled(need_grad):
-                tv = TV_SCALE * obj.tv_weight * tv_loss(xx)
+                tv = obj.tv_term(xx)
             if need_grad:
                 tv.backward()
                 assert grad is not None and xx.grad is not None
