@@ -7,20 +7,15 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Protocol
+from typing import Protocol
 
 import numpy as np
 import torch
 
 from .errors import EngineRuntimeError
-from .progress import Progress, ProgressCallback, StopFlag
 from .lbfgs import LBFGS
-from .losses import Objective
-
-if TYPE_CHECKING:
-    from .tiling import TiledObjective
+from .progress import Progress, ProgressCallback, StopFlag
 
 
 @dataclass
@@ -34,6 +29,20 @@ class OptimizeResult:
     seconds: float = 0.0
 
 
+class Differentiable(Protocol):
+    """An objective as the loop sees it: `losses.Objective` and `tiling.TiledObjective` both are,
+    over any `Encoder`."""
+
+    def __call__(self, image: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """The loss and its parts at ``image`` (1, 3, H, W)."""
+        ...
+
+    def value_and_grad(self, image: torch.Tensor, need_grad: bool = True
+                       ) -> tuple[torch.Tensor, dict[str, torch.Tensor], torch.Tensor | None]:
+        """The loss, its parts and (when ``need_grad``) its gradient with respect to ``image``."""
+        ...
+
+
 def to_numpy(image: torch.Tensor) -> np.ndarray:
     """(1,3,H,W) 0..255 tensor → HxWx3 float32 0..1 array, clipped."""
     return (image.detach().clamp(0, 255) / 255.0)[0].permute(1, 2, 0).float().cpu().numpy()
@@ -45,7 +54,7 @@ SYNC_EVERY_CUDA = 20  # steps between host reads of the loss on a GPU (the CPU r
 class PixelOptimizer:
     """One step at a time: evaluate the objective and its gradient at x, then move x."""
 
-    def __init__(self, image: torch.Tensor, objective: "Objective | TiledObjective", optimizer: str = "lbfgs",
+    def __init__(self, image: torch.Tensor, objective: Differentiable, optimizer: str = "lbfgs",
                  lr: float = 1.0, history: int = 100) -> None:
         self.x = image.detach().clone().requires_grad_(True)
         self.objective = objective
@@ -79,7 +88,7 @@ class PixelOptimizer:
 
 def optimize(
     image: torch.Tensor,
-    objective: "Objective | TiledObjective",
+    objective: Differentiable,
     *,
     steps: int,
     optimizer: str = "lbfgs",
@@ -164,7 +173,7 @@ def optimize(
     return OptimizeResult(x, len(losses), loss, parts_f, losses, stopped, time.perf_counter() - t0)
 
 
-def evaluate(image: torch.Tensor, objective: Objective) -> tuple[float, dict[str, float]]:
+def evaluate(image: torch.Tensor, objective: Differentiable) -> tuple[float, dict[str, float]]:
     """The objective at ``image`` (no gradient), as floats."""
     with torch.no_grad():
         total, parts = objective(image)
