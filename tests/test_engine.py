@@ -67,9 +67,9 @@ def test_zero_style_weight_keeps_content(content96: np.ndarray, style96: np.ndar
     r = stylize(content96, [style96], cfg)
     np.testing.assert_allclose(r.image, _target(content96, 64), atol=1e-5)
     # The hybrid (bf16 from conv3_1, the CPU default where bf16 is native) is exact only to its
-    # rounding: within a fifth of an 8-bit level.
+    # rounding (its targets are fp32, its later steps not): within half an 8-bit level.
     r = stylize(content96, [style96], cfg.replace(precision="hybrid"))
-    np.testing.assert_allclose(r.image, _target(content96, 64), atol=0.2 / 255)
+    np.testing.assert_allclose(r.image, _target(content96, 64), atol=0.5 / 255)
 
 
 def test_seed_is_bit_identical_on_cpu(content96: np.ndarray, style96: np.ndarray) -> None:

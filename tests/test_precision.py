@@ -8,7 +8,8 @@ import pytest
 import torch
 
 from nst_engine import StyleConfig, stylize
-from nst_engine.encoders.vgg import precision, resolve_precision
+from nst_engine.encoders import vgg
+from nst_engine.encoders.vgg import HYBRID_WARMUP, precision, resolve_precision
 from nst_engine.encoders.weights import get_encoder
 from nst_engine.errors import InputError
 from nst_engine.image import to_tensor
@@ -31,7 +32,10 @@ def _fp32_loss(image: np.ndarray, content: np.ndarray, style: np.ndarray, device
         return evaluate(x, obj)[0]
 
 
-def test_precision_names() -> None:
+def test_precision_names(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(vgg, "bf16_supported", lambda device: True)
+    assert resolve_precision("auto", torch.device("cpu")) == "hybrid"
+    monkeypatch.setattr(vgg, "bf16_supported", lambda device: False)  # emulated bf16 is slower
     assert resolve_precision("auto", torch.device("cpu")) == "fp32"
     assert resolve_precision("auto", torch.device("cuda")) == "tf32"
     with pytest.raises(InputError, match="precision"):
@@ -47,6 +51,34 @@ def test_bf16_autocast_converges_like_fp32(content96: np.ndarray, style96: np.nd
     assert runs["bf16"].history[-1] < 0.05 * runs["bf16"].history[0]  # the loss falls as in fp32
     assert losses["bf16"] == pytest.approx(losses["fp32"], rel=0.03)
     assert not np.array_equal(runs["bf16"].image, runs["fp32"].image)  # it did run in bf16
+
+
+class _Spy:
+    """A quadratic objective that records the encoder precision each evaluation ran under."""
+
+    def __init__(self) -> None:
+        self.seen: list[str] = []
+
+    def __call__(self, image: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        loss = ((image - 100.0) ** 2).sum()
+        return loss, {"quadratic": loss}
+
+    def value_and_grad(self, image: torch.Tensor, need_grad: bool = True
+                       ) -> tuple[torch.Tensor, dict[str, torch.Tensor], torch.Tensor | None]:
+        self.seen.append(vgg._PRECISION.get())
+        loss, parts = self(image)
+        return loss, parts, 2 * (image - 100.0)
+
+
+def test_hybrid_runs_its_first_lbfgs_steps_in_fp32() -> None:
+    spy = _Spy()
+    with precision("hybrid", torch.device("cpu")):
+        optimize(torch.zeros(1, 3, 4, 4), spy, steps=HYBRID_WARMUP + 3)
+    assert spy.seen == ["fp32"] * HYBRID_WARMUP + ["hybrid"] * 3
+    spy.seen.clear()
+    with precision("bf16", torch.device("cpu")):  # all-bf16 is the user's explicit choice: no warm-up
+        optimize(torch.zeros(1, 3, 4, 4), spy, steps=2)
+    assert spy.seen == ["bf16", "bf16"]
 
 
 def test_reading_the_loss_every_k_steps_changes_nothing(content96: np.ndarray, style96: np.ndarray) -> None:

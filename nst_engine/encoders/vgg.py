@@ -29,6 +29,9 @@ PRECISIONS = ("auto", "fp32", "tf32", "bf16", "hybrid")
 # 0.61 (content), with blocks 1-2 in fp32 it stayed at 0.9975 / 1.0000 (Starry Night on a Kodak
 # photo), for ~1.4x speed on a CPU with bfloat16 instructions.
 HYBRID_FROM = "conv3_1"
+# L-BFGS steps evaluated in fp32 before the hybrid takes over (and again after a restart): see
+# `nst_engine.optim.PixelOptimizer.step`.
+HYBRID_WARMUP = 5
 
 
 def bf16_supported(device: torch.device) -> bool:
@@ -45,18 +48,47 @@ _PRECISION: ContextVar[str] = ContextVar("nst_precision", default="fp32")
 
 
 def resolve_precision(name: str, device: torch.device) -> str:
-    """``auto``: TF32 convolutions on CUDA, fp32 on the CPU.
+    """``auto``: TF32 convolutions on CUDA; on a CPU the hybrid where bf16 is native, else fp32.
 
-    Not bf16 by default, even on CPUs with bfloat16 instructions where a step is ~1.7x faster:
-    L-BFGS builds its curvature pairs from gradient differences, and after its tiny first step
-    that difference is below bf16's rounding, so short runs on small images can blow up (a 64 px
-    run reached a loss of 2e14 at step 3). Longer runs at 256 px and up were fine.
+    The hybrid (bf16 from ``HYBRID_FROM`` on, with fp32 warm-up steps) is ~1.3x faster per step
+    than fp32 at 256 px and its final loss stays within the trajectory noise of fp32's
+    (bench/bench_precision.py). Not all-bf16: with blocks 1-2 in bf16 the pixel gradient's cosine
+    to fp32 fell to 0.77/0.61, and L-BFGS runs on small images blew up (a 64 px run reached a
+    loss of 2e14 at step 3). Emulated bf16 (no native instructions) is slower than fp32.
     """
     if name not in PRECISIONS:
         raise InputError("precision", name, f"must be one of {', '.join(PRECISIONS)}")
     if name == "auto":
-        return "tf32" if device.type == "cuda" else "fp32"
+        if device.type == "cuda":
+            return "tf32"
+        return "hybrid" if bf16_supported(device) else "fp32"
     return name
+
+
+def describe_precision(name: str, device: torch.device) -> str:
+    """Which precision ``name`` runs as on ``device``, and why, for the user (``--verbose``/progress)."""
+    mode = resolve_precision(name, device)
+    what = {"fp32": "fp32", "tf32": "TF32 convolutions", "bf16": "bf16 (all layers)",
+            "hybrid": f"hybrid: bf16 from {HYBRID_FROM}, the first {HYBRID_WARMUP} steps fp32"}[mode]
+    if name != "auto":
+        return f"{what} (--precision {name})"
+    if device.type == "cuda":
+        return f"{what} (auto on CUDA)"
+    native = "this CPU has native bf16" if mode == "hybrid" else "no native bf16 on this CPU"
+    return f"{what} (auto: {native})"
+
+
+@contextmanager
+def warmup_precision(active: bool) -> Iterator[None]:
+    """fp32 inside this block when ``active`` and the current precision is the hybrid."""
+    if not active or _PRECISION.get() != "hybrid":
+        yield
+        return
+    token = _PRECISION.set("fp32")
+    try:
+        yield
+    finally:
+        _PRECISION.reset(token)
 
 
 @contextmanager
