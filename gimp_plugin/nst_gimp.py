@@ -23,7 +23,7 @@ HERE = os.path.dirname(os.path.realpath(__file__))
 if HERE not in sys.path:
     sys.path.insert(0, HERE)
 from nst_gimp_layers import (  # noqa: E402  (next to this file)
-    MASK, UserError, layer_mode, new_layer, offsets, read_pixels, selected_layers, targets, write_pixels)
+    MARGIN, MASK, UserError, layer_mode, new_layer, offsets, read_pixels, selected_layers, targets, write_pixels)
 from nst_gimp_spec import (  # noqa: E402  (next to this file; no gi)
     INSTALL_HINT, STYLIZE_HELP, load_spec, missing_arguments, not_installed_message, spec_mismatch_message,
     unexpected_error_message)
@@ -252,13 +252,19 @@ class _Progress:
         Gimp.progress_update(min(1.0, max(0.0, frac)))
 
 
+def _margin():
+    """The context the engine stylizes around a selection (its generated spec says how much)."""
+    spec = load_spec(SPEC_FILE) or {}
+    return int(spec.get("selection_margin", MARGIN))
+
+
 def _dialog_regions(procedure, image, drawables):
     """(layer long side, region height, region width) per layer to process, for the dialog's estimate."""
     if procedure.get_name() != PROC_STYLIZE:
         return []
     try:
         return [(max(l.get_width(), l.get_height()), rh, rw)
-                for l, (_, _, rw, rh) in targets(image, selected_layers(list(drawables or [])))]
+                for l, (_, _, rw, rh) in targets(image, selected_layers(list(drawables or [])), _margin())]
     except UserError:  # no layers, a group, a channel: the run says so after the dialog
         return []
 
@@ -276,7 +282,7 @@ def stylize(procedure, image, drawables, config, spec, engine):
         label = "%s (%s)" % (style_name, method)
     has_selection = not Gimp.Selection.is_empty(image)
     selection = image.get_selection()
-    todo = targets(image, layers)
+    todo = targets(image, layers, _margin())
     if not todo:
         raise UserError("The selection does not overlap the selected layer(s): nothing to stylize.")
     progress = _Progress("Neural Style Transfer", len(todo))

@@ -11,7 +11,7 @@ from gi.repository import Gegl, Gimp  # noqa: E402
 
 RGBA = "R'G'B'A float"  # perceptual (sRGB-encoded) float: keeps 16/32-bit precision
 MASK = "Y float"  # selections and layer masks are linear coverage
-MARGIN = 32  # px of context around a selection
+MARGIN = 32  # px of context around a selection; the engine's figure comes in the spec (selection_margin)
 
 
 class UserError(Exception):
@@ -63,8 +63,8 @@ def selected_layers(drawables):
     return layers
 
 
-def targets(image, layers):
-    """[(layer, (x0, y0, w, h))]: the part of each layer to process (the selection plus MARGIN
+def targets(image, layers, margin=MARGIN):
+    """[(layer, (x0, y0, w, h))]: the part of each layer to process (the selection plus ``margin``
     px of context, or the whole layer); layers the selection does not touch are left out."""
     has_selection = not Gimp.Selection.is_empty(image)
     out = []
@@ -76,7 +76,7 @@ def targets(image, layers):
         ok, sx, sy, sw, sh = layer.mask_intersect()
         if not ok or sw <= 0 or sh <= 0:
             continue  # the selection does not touch this layer
-        x0, y0 = max(0, sx - MARGIN), max(0, sy - MARGIN)
-        x1, y1 = min(w, sx + sw + MARGIN), min(h, sy + sh + MARGIN)
+        x0, y0 = max(0, sx - margin), max(0, sy - margin)
+        x1, y1 = min(w, sx + sw + margin), min(h, sy + sh + margin)
         out.append((layer, (x0, y0, x1 - x0, y1 - y0)))
     return out
