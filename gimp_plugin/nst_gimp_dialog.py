@@ -17,7 +17,7 @@ import gi
 
 gi.require_version("Gimp", "3.0")
 gi.require_version("GimpUi", "3.0")
-from gi.repository import Gimp, GimpUi, GLib, GObject  # noqa: E402
+from gi.repository import GimpUi, GLib, GObject  # noqa: E402
 
 from nst_bridge.state import BridgeError  # noqa: E402  (copied next to the plug-in by `nst gimp-install`)
 
@@ -83,6 +83,19 @@ def _first_use(config, args):
         if "dialog_default" in a and a["dialog_default"] != a.get("default"):
             if config.get_property(a["name"]) == a.get("default"):
                 config.set_property(a["name"], a["dialog_default"])
+
+
+def _size_default(config, args, spec, regions):
+    """Size follows the layer up to what this machine does in about ten minutes at the dialog's
+    steps (`timing.suggested_size`, from the measured step cost), while Size still holds the PDB
+    default: a photo smaller than that is processed at its own size instead of upscaled, a big
+    one no larger than this computer finishes in reasonable time. A Size the user changed stays."""
+    arg = args.get("size")
+    if timing is None or arg is None or not regions or config.get_property("size") != arg.get("default"):
+        return
+    size = timing.suggested_size(spec.get("estimate"), regions, int(config.get_property("steps")))
+    if size:
+        config.set_property("size", int(size))
 
 
 def _remember_use():
@@ -196,6 +209,7 @@ def show_dialog(procedure, config, spec, engine, regions=()):
     name = procedure.get_name()
     args = {a["name"]: a for a in spec["procedures"][name]}
     _first_use(config, args)
+    _size_default(config, args, spec, regions)
     title = "Neural Style Transfer" if name == PROC_STYLIZE else "Neural Texture"
     dialog = GimpUi.ProcedureDialog.new(procedure, config, title)
     if os.environ.get("NST_GIMP_DEBUG"):
@@ -210,7 +224,7 @@ def show_dialog(procedure, config, spec, engine, regions=()):
         dialog.fill_box(key + "-box", names)
         frames.append((dialog.fill_frame(key + "-frame", key + "-title", False, key + "-box"), names))
         frame_ids.append(key + "-frame")
-    intro = _wrapped(dialog.get_label("intro", INTRO[name], False, False))
+    _wrapped(dialog.get_label("intro", INTRO[name], False, False))
     top = [n for n in TOP[name] if n in args]
     handlers = []  # config signal handlers, disconnected with the dialog
     if _estimate_label(dialog, config, spec, name, list(regions), handlers) is not None:

@@ -147,3 +147,19 @@ def test_describe():
     assert timing.describe(4 * 60 + 20) == "about 4 min"
     assert timing.describe(3600) == "about 1 h"
     assert timing.describe(2 * 3600 + 10 * 60) == "about 2 h 10 min"
+
+
+def test_suggested_size_follows_the_layer_up_to_what_the_machine_does_in_time():
+    cost = {"a": 0.05, "b": 2e-6}  # s a step: 0.05 + 2e-6 per pixel (~0.6 s at 512x384)
+    small = [(400, 300, 400)]  # a 400 px layer, no selection
+    assert timing.suggested_size(cost, small, 300) == 400  # the layer's own size: no upscaling
+    big = [(4000, 3000, 4000)]
+    size = timing.suggested_size(cost, big, 300)
+    assert size in timing.SIZE_LADDER and size < 4000
+    assert timing.regions_seconds(cost, big, size, 300) <= timing.REASONABLE_SECONDS
+    bigger = timing.SIZE_LADDER[timing.SIZE_LADDER.index(size) + 1]
+    assert timing.regions_seconds(cost, big, bigger, 300) > timing.REASONABLE_SECONDS
+    # fewer steps: a larger size fits the same time; a very slow machine still gets the floor
+    assert timing.suggested_size(cost, big, 50) > size
+    assert timing.suggested_size({"a": 100.0, "b": 0.0}, big, 300) == 256
+    assert timing.suggested_size(None, big, 300) is None and timing.suggested_size(cost, [], 300) is None

@@ -17,6 +17,8 @@ MIN_PROCESSED = 64  # px: the long side below which VGG-19's deep layers see nex
 MAX_SIZE = 20000  # = nst_engine.config.MAX_SIZE
 AUTO_SINGLE_SCALE = 1024  # = nst_engine.plan.AUTO_SINGLE_SCALE: up to this long side, one scale
 AUTO_COARSEST = 512  # = nst_engine.plan.AUTO_COARSEST: automatic schedules start at or above this
+REASONABLE_SECONDS = 600.0  # the dialog's Size default: the largest size done in about this long
+SIZE_LADDER = (256, 384, 512, 640, 768, 1024, 1280, 1536, 2048, 2560, 3072, 4096)
 
 
 def processed_long(long_side: int, scale: float) -> int:
@@ -91,3 +93,19 @@ def estimate_text(cost: Mapping[str, Any] | None, method: str, regions: Sequence
     if method == "iterative":
         return "Iterative: " + when
     return "Model: one quick pass. Iterative would take " + when + "."
+
+
+def suggested_size(cost: Mapping[str, Any] | None, regions: Sequence[tuple[int, int, int]], steps: int,
+                   budget: float = REASONABLE_SECONDS, floor: int = 256) -> int | None:
+    """The dialog's Size default: the layer's own long side when this machine does it within
+    ``budget`` seconds at ``steps``, else the largest size of `SIZE_LADDER` that it does (at
+    least ``floor``). None without figures (the dialog then keeps its default)."""
+    if not cost or not regions:
+        return None
+    largest = max(layer_long for layer_long, _, _ in regions)
+    candidates = [s for s in SIZE_LADDER if s < largest] + [largest]
+    best = min(floor, largest)
+    for size in candidates:
+        if regions_seconds(cost, regions, size, steps) <= budget:
+            best = max(best, size)
+    return int(best)
