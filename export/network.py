@@ -22,7 +22,9 @@ onnxruntime on 2 CPU cores (``bench/bench_feedforward.py speed``).
 """
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
+from typing import Any, cast
 
 import torch
 from torch import nn
@@ -59,14 +61,15 @@ class NetSpec:
         return d
 
     @classmethod
-    def from_dict(cls, d: dict[str, object]) -> NetSpec:
-        ch = d.get("channels", (32, 64, 128))
+    def from_dict(cls, d: Mapping[str, Any]) -> NetSpec:
+        """From `to_dict`'s output, as read back from a checkpoint (untyped values)."""
+        channels = tuple(int(c) for c in d.get("channels", (32, 64, 128)))
         return cls(
             variant=str(d.get("variant", "standard")),
-            channels=tuple(int(c) for c in ch),  # type: ignore[union-attr]
-            residual_blocks=int(d.get("residual_blocks", 5)),  # type: ignore[arg-type]
+            channels=cast("tuple[int, int, int]", channels),  # three in any spec `to_dict` wrote
+            residual_blocks=int(d.get("residual_blocks", 5)),
             separable=bool(d.get("separable", False)),
-            out_kernel=int(d.get("out_kernel", 9)),  # type: ignore[arg-type]
+            out_kernel=int(d.get("out_kernel", 9)),
             inner_reflect=bool(d.get("inner_reflect", True)),
         )
 

@@ -20,14 +20,13 @@ torch).
 from __future__ import annotations
 
 import copy
-import dataclasses
 import json
 import math
 import os
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -37,11 +36,11 @@ import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 from torch.nn import functional as F
 
-from nst_engine.encoders.vgg import bf16_supported, deepest, precision, resolve_layer
+from nst_engine.encoders.vgg import bf16_supported, deepest, precision
 from nst_engine.encoders.weights import get_encoder
 from nst_engine.errors import Cancelled, EngineRuntimeError, InputError
 from nst_engine.image import fit_long_side, to_tensor, write_image
-from nst_engine.losses import FeatureLoss, GramLoss, Objective, content_terms, style_terms
+from nst_engine.losses import FeatureLoss, Objective, content_terms, style_terms
 from nst_engine.system import cpu_name
 from nst_engine.progress import Progress, ProgressCallback, StopFlag
 
@@ -71,8 +70,8 @@ class PhotoCrops:
     """Random square crops of a folder of photos: random rescale, position and horizontal flip.
 
     The photos are decoded once and kept (as 8-bit PIL images) in memory; each is first shrunk
-    so that its short side is at most ``2 * crop`` (``crop``: the largest crop asked for). Randomness comes from a `torch.Generator`,
-    so a checkpoint can store and restore it.
+    so that its short side is at most ``2 * crop`` (``crop``: the largest crop asked for).
+    Randomness comes from a `torch.Generator`, so a checkpoint can store and restore it.
     """
 
     def __init__(self, folder: str | os.PathLike[str], crop: int) -> None:
@@ -85,8 +84,8 @@ class PhotoCrops:
             if path.suffix.lower() not in IMAGE_SUFFIXES or not path.is_file():
                 continue
             try:
-                with Image.open(path) as im:
-                    im = ImageOps.exif_transpose(im).convert("RGB")
+                with Image.open(path) as f:
+                    im = ImageOps.exif_transpose(f).convert("RGB")
             except (UnidentifiedImageError, OSError, SyntaxError, ValueError):
                 skipped += 1
                 continue
@@ -134,9 +133,11 @@ class PhotoCrops:
 
 
 class BatchGramLoss(FeatureLoss):
-    """The engine's `GramLoss` averaged over a batch (its ``gram`` works on one image)."""
+    """The engine's `GramLoss` averaged over a batch (its ``gram`` works on one image).
 
-    def __init__(self, term: GramLoss) -> None:
+    ``term`` is typed as the `FeatureLoss` that `style_terms` returns; any one-image loss works."""
+
+    def __init__(self, term: FeatureLoss) -> None:
         super().__init__()
         self.term = term
         self.layer = term.layer
@@ -230,7 +231,7 @@ def _preview_image(cfg: TrainConfig, data: PhotoCrops) -> np.ndarray:
 
 @torch.no_grad()
 def _stylize_preview(net: TransformerNet, image: np.ndarray, size: int, device: torch.device) -> np.ndarray:
-    x = to_tensor(image, fit_long_side(*image.shape[:2], size), device) / 255.0
+    x = to_tensor(image, fit_long_side(image.shape[0], image.shape[1], size), device) / 255.0
     was_training = net.training
     net.eval()
     y = net(x)
@@ -298,7 +299,8 @@ def train(
         before = (float(ckpt.get("seconds", 0.0)), float(ckpt.get("cpu_seconds", 0.0)))
         gen.set_state(ckpt["rng"])
     memory_format = torch.channels_last if cfg.channels_last else torch.contiguous_format
-    net.to(device, memory_format=memory_format).train()
+    # torch's stubs for Module.to lack its memory_format keyword
+    net.to(device, memory_format=memory_format).train()  # type: ignore[call-overload]
     opt = torch.optim.Adam(net.parameters(), lr=cfg.lr)
     if ckpt is not None:
         opt.load_state_dict(ckpt["optimizer"])
@@ -307,11 +309,11 @@ def train(
     # Data, the loss network and the fixed style targets.
     data = PhotoCrops(cfg.content_dir, max(cfg.crop, cfg.fine_crop if cfg.fine_steps else 0))
     style_img = load(cfg.style, "style")
-    style_t = to_tensor(style_img, fit_long_side(*style_img.shape[:2], cfg.style_size), device)
+    style_t = to_tensor(style_img, fit_long_side(style_img.shape[0], style_img.shape[1], cfg.style_size), device)
     layers = [*cfg.content_layers, *cfg.style_layers]
     encoder = get_encoder(cfg.weights, deepest(layers), "max", device)
     if cfg.channels_last:  # a private copy: the cached encoder is shared with the rest of the process
-        encoder = copy.deepcopy(encoder).to(memory_format=torch.channels_last)
+        encoder = copy.deepcopy(encoder).to(memory_format=torch.channels_last)  # type: ignore[call-overload]  # as above
     style_loss = [BatchGramLoss(t) for t in style_terms(encoder, [style_t], (), cfg.style_layers, (), cfg.style_weight)] \
         if cfg.style_weight > 0 and cfg.style_layers else []
     teacher = _teacher(cfg.teacher, device) if cfg.teacher else None
@@ -396,8 +398,8 @@ def train(
                     photos=len(data), precision_used=mode, threads=torch.get_num_threads(),
                     processor=processor_name(device), train_minutes=round((before[0] + seconds) / 60, 1),
                     cpu_minutes=round((before[1] + cpu_seconds) / 60, 1))
-    meta = {"style_name": _style_name(cfg), "painting": cfg.painting or _style_name(cfg), "training": settings}
-    meta = export_onnx(net, out, meta) if export else {}
+    given = {"style_name": _style_name(cfg), "painting": cfg.painting or _style_name(cfg), "training": settings}
+    meta = export_onnx(net, out, given) if export else {}
     return TrainResult(out, ckpt_path, len(history), history, parts_f, seconds, str(device), meta)
 
 

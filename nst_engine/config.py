@@ -60,7 +60,9 @@ class StyleConfig:
     # --- optimizer ---------------------------------------------------------------------------
     steps: int = field(default=500, metadata=_opt("optimizer steps (one loss+gradient evaluation each)", lo=0, hi=10**6))
     optimizer: str = field(default="lbfgs", metadata=_opt("optimizer", choices=("lbfgs", "adam")))
-    lr: float = field(default=1.0, metadata=_opt("learning rate (pixel units 0..255 for adam; step scale for lbfgs)", lo=1e-6, hi=1e4))
+    lr: float = field(
+        default=1.0, metadata=_opt("learning rate (pixel units 0..255 for adam; step scale for lbfgs)", lo=1e-6, hi=1e4)
+    )
     # --- initial image -----------------------------------------------------------------------
     init: str = field(default="content", metadata=_opt("start image: content, noise, style or an image FILE"))
     init_blur: float = field(default=0.0, metadata=_opt("Gaussian blur sigma (px) applied to the start image", lo=0.0, hi=1000.0))
@@ -77,8 +79,12 @@ class StyleConfig:
     content_weight: float = field(default=1.0, metadata=_opt("content loss weight", lo=0.0, hi=1e12))
     style_weight: float = field(default=1.0, metadata=_opt("style loss weight", lo=0.0, hi=1e12))
     tv_weight: float = field(default=0.0, metadata=_opt("total-variation (smoothness) weight", lo=0.0, hi=1e12))
-    histogram_weight: float = field(default=0.0, metadata=_opt("histogram loss weight (Risser et al. 2017; try 1)", lo=0.0, hi=1e12))
-    histogram_layers: tuple[str, ...] = field(default=("relu1_1", "relu4_1"), metadata=_opt("VGG-19 layers for the histogram loss"))
+    histogram_weight: float = field(
+        default=0.0, metadata=_opt("histogram loss weight (Risser et al. 2017; try 1)", lo=0.0, hi=1e12)
+    )
+    histogram_layers: tuple[str, ...] = field(
+        default=("relu1_1", "relu4_1"), metadata=_opt("VGG-19 layers for the histogram loss")
+    )
     preserve_colors: str = field(
         default="none",
         metadata=_opt("keep the content's colours: luminance-only transfer, or the style recoloured first "
@@ -88,7 +94,9 @@ class StyleConfig:
     style_blend: tuple[float, ...] = field(default=(), metadata=_opt("weights of several style images (default equal)"))
     # --- network -----------------------------------------------------------------------------
     pooling: str = field(default="max", metadata=_opt("VGG pooling", choices=("max", "avg")))
-    weights: str = field(default="caffe", metadata=_opt("VGG-19 weights: caffe (shipped), torchvision, or a .pth/.safetensors FILE"))
+    weights: str = field(
+        default="caffe", metadata=_opt("VGG-19 weights: caffe (shipped), torchvision, or a .pth/.safetensors FILE")
+    )
     allow_download: bool = field(default=False, metadata=_opt("let --weights torchvision download into the torch cache"))
     device: str = field(default="auto", metadata=_opt("compute device: auto, cpu, cuda or cuda:N"))
     precision: str = field(

@@ -60,7 +60,7 @@ class LBFGS:
                 q.addcmul_(self.Y[i], a, value=-1.0)
                 alphas.append(a)
             r = q.mul_(self.h_diag)
-            for i, a in zip(reversed(order), reversed(alphas)):
+            for i, a in zip(reversed(order), reversed(alphas), strict=True):
                 b = self.rho[i] * torch.dot(self.Y[i], r)
                 r.addcmul_(self.S[i], a - b)
             step = r.mul_(self.lr)

@@ -43,8 +43,9 @@ from .image import check_array
 from .progress import Progress, ProgressCallback, StopFlag
 
 __all__ = [
-    "MARKER", "INPUT_NAME", "OUTPUT_NAME", "STATS_NAME", "STATS_IN_NAME", "MIX_NAME", "ModelInfo", "ModelEntry", "PAINTINGS", "list_models", "model_catalog", "resolve_model", "load_model",
-    "stylize_model", "clear_cache", "DEFAULT_TILE", "DEFAULT_OVERLAP",
+    "MARKER", "INPUT_NAME", "OUTPUT_NAME", "STATS_NAME", "STATS_IN_NAME", "MIX_NAME", "ModelInfo", "ModelEntry", "PAINTINGS",
+    "list_models", "model_catalog", "resolve_model", "load_model", "stylize_model", "clear_cache", "DEFAULT_TILE",
+    "DEFAULT_OVERLAP",
 ]
 
 MARKER = "nst_gimp_model"  # metadata key that marks a file as one of ours (value "1")
@@ -328,7 +329,7 @@ def stylize_model(
         from .image import fit_long_side
         from .resample import resize
 
-        a = resize(full, *fit_long_side(*full.shape[:2], model_size))
+        a = resize(full, *fit_long_side(full.shape[0], full.shape[1], model_size))
     out = _run_tiled(info, a, tile, overlap, callback, stop)
     if a is not full:
         from .resample import upscale_with_detail

@@ -13,6 +13,7 @@ the largest size that would.
 """
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
 
 import torch
@@ -44,7 +45,7 @@ def schedule(size: int, steps: int, scales: tuple[int, ...] = (), scale_steps: t
     """[(long side, steps)] from coarse to fine."""
     if scales:
         sizes = list(scales)
-        if any(b <= a for a, b in zip(sizes, sizes[1:])):
+        if any(b <= a for a, b in itertools.pairwise(sizes)):
             raise InputError("scales", scales, "must increase from coarse to fine")
     else:
         sizes = [size]
@@ -57,7 +58,7 @@ def schedule(size: int, steps: int, scales: tuple[int, ...] = (), scale_steps: t
         counts = list(scale_steps)
     else:
         counts = [max(1, steps // 2**i) if steps else 0 for i in range(len(sizes))]
-    return list(zip(sizes, counts))
+    return list(zip(sizes, counts, strict=True))
 
 
 def activation_floats_per_pixel(deepest: str) -> float:

@@ -159,7 +159,7 @@ def _model_choices(models: Sequence[dict[str, str]]) -> list[tuple[str, str, str
     models paint the same picture), then the Other .onnx file choice."""
     paintings = [m.get("painting") or m["name"] for m in models]
     out = []
-    for m, painting in zip(models, paintings):
+    for m, painting in zip(models, paintings, strict=True):
         if m["name"] == OTHER_MODEL:
             continue
         label = painting if paintings.count(painting) == 1 else f"{painting}, {m.get('variant', m['name'])}"

@@ -83,7 +83,8 @@ class Engine:
             if challenge.get("type") != "challenge":
                 raise NotOurServer(str(challenge.get("message") or f"unexpected reply {challenge.get('type')!r}")[:200])
             theirs = challenge.get("nonce")
-            if not isinstance(theirs, str) or not protocol.is_nonce(theirs) or not protocol.proof_ok(challenge.get("proof"), token, "server", mine, theirs):
+            if (not isinstance(theirs, str) or not protocol.is_nonce(theirs)
+                    or not protocol.proof_ok(challenge.get("proof"), token, "server", mine, theirs)):
                 raise NotOurServer("the process on the server's port does not know the token")
             protocol.send(sock, {"op": "auth", "proof": protocol.proof(token, "client", mine, theirs)})
             reply, _ = protocol.recv(sock, max_array_bytes=0, deadline=deadline)

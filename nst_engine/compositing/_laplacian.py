@@ -20,8 +20,9 @@ Sides = tuple[bool, bool, bool, bool]  # is the side an image edge (Neumann): to
 
 def degrees(omega: np.ndarray, neumann: Sides) -> np.ndarray:
     """|N_p| on the level: 4 minus the neighbours that fall off an image edge."""
-    d = np.full(omega.shape, 4.0, dtype=np.float32)
-    for is_edge, side in zip(neumann, (np.s_[0, :], np.s_[-1, :], np.s_[:, 0], np.s_[:, -1]), strict=True):
+    d: np.ndarray = np.full(omega.shape, 4.0, dtype=np.float32)
+    sides: tuple[tuple[int | slice, int | slice], ...] = (np.s_[0, :], np.s_[-1, :], np.s_[:, 0], np.s_[:, -1])
+    for is_edge, side in zip(neumann, sides, strict=True):
         d[side] -= 1.0 if is_edge else 0.0
     return d
 

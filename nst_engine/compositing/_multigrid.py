@@ -106,10 +106,10 @@ class _Level:
 
     def allocate(self) -> None:
         """Work buffers (each thread gets its own): solution, right-hand side, temporaries."""
-        self.x = {k: np.zeros((v.shape[0] + 2, v.shape[1] + 2), np.float32) for k, v in self.om.items()}
-        self.b = {k: np.zeros(v.shape, np.float32) for k, v in self.om.items()}
-        self.tmp = {k: np.empty(v.shape, np.float32) for k, v in self.om.items()}
-        self.tmp2 = {k: np.empty(v.shape, np.float32) for k, v in self.om.items()}
+        self.x: _Parts = {k: np.zeros((v.shape[0] + 2, v.shape[1] + 2), np.float32) for k, v in self.om.items()}
+        self.b: _Parts = {k: np.zeros(v.shape, np.float32) for k, v in self.om.items()}
+        self.tmp: _Parts = {k: np.empty(v.shape, np.float32) for k, v in self.om.items()}
+        self.tmp2: _Parts = {k: np.empty(v.shape, np.float32) for k, v in self.om.items()}
         h, w = self.shape
         hc, wc = (h + 1) // 2, (w + 1) // 2
         self.cp = np.zeros((hc + 1, wc + 1), np.float32)  # restriction accumulator

@@ -40,7 +40,7 @@ from __future__ import annotations
 
 import warnings
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 
@@ -122,9 +122,9 @@ def _mask_values(mask: np.ndarray) -> np.ndarray:
     return m.astype(np.float32)
 
 
-def _check_offset(offset: object) -> tuple[int, int]:
+def _check_offset(offset: Any) -> tuple[int, int]:  # Any: whatever the caller passed, checked here
     try:
-        ox, oy = offset  # type: ignore[misc]
+        ox, oy = offset
         if int(ox) != ox or int(oy) != oy:
             raise ValueError
         return int(ox), int(oy)
@@ -209,9 +209,9 @@ def _setup(source: np.ndarray, target: np.ndarray, mask: np.ndarray, mode: str, 
         return _Problem(target, (x0, y0, x1, y1), neumann, m, omega, singular, T, f0, r)
     else:
         for axis in (1, 2):
-            a, b = [slice(None)] * 3, [slice(None)] * 3
-            a[axis], b[axis] = slice(None, -1), slice(1, None)
-            a, b = tuple(a), tuple(b)
+            a_list, b_list = [slice(None)] * 3, [slice(None)] * 3
+            a_list[axis], b_list[axis] = slice(None, -1), slice(1, None)
+            a, b = tuple(a_list), tuple(b_list)
             v = S[a] - S[b]
             dt = T[a] - T[b]
             v = np.where(np.abs(dt) > np.abs(v), dt, v)  # mixed: the stronger gradient (eq. 13)
