@@ -103,7 +103,7 @@ def speed(args: argparse.Namespace) -> None:
             print(f"{variant:9s} params {count_parameters(net) / 1e6:5.2f} M  conv GMAC {multiply_adds(net, h, w) / 1e9:6.1f}"
                   f"  ort min {min(times):.3f} s  median {statistics.median(times):.3f} s  ({args.repeat} runs)")
             if args.lite:
-                ours[variant] = _end_to_end(lambda: stylize_model(photo, path, device="cpu"), args.repeat)
+                ours[variant] = _end_to_end(lambda path=path: stylize_model(photo, path, device="cpu"), args.repeat)
         if args.lite:
             _compare_lite(args, photo, ours)
 
@@ -159,7 +159,9 @@ def seam(args: argparse.Namespace) -> None:
         border[:, max(0, x + args.overlap - 16): x + args.overlap + 16] = True
     print(f"{Path(args.model).name} on {w}x{h}, tiles {args.tile} px overlapping {args.overlap} px; whole: {t_whole:.1f} s")
     info = load_model(args.model, "cpu")
-    modes = [("shared statistics", True), ("per-tile statistics", False)] if info.shares_stats else [("per-tile statistics", False)]
+    modes = [("per-tile statistics", False)]
+    if info.shares_stats:
+        modes.insert(0, ("shared statistics", True))
     if info.shares_stats and args.oracle:
         modes.append(("whole image's stats", True))
     import nst_engine.models as models
@@ -171,7 +173,7 @@ def seam(args: argparse.Namespace) -> None:
             # Diagnosis: every tile normalised with the whole image's exact statistics, so what
             # is left is the tiles' boundary effects alone.
             exact = run(info, img, want_stats=True)[1]
-            models._run = lambda i, x, stats=None, want_stats=False: run(  # type: ignore[assignment]
+            models._run = lambda i, x, stats=None, want_stats=False, exact=exact: run(  # type: ignore[assignment]
                 i, x, exact if stats is not None else None, want_stats)
         t = time.perf_counter()
         try:
@@ -181,7 +183,8 @@ def seam(args: argparse.Namespace) -> None:
         dt = time.perf_counter() - t
         diff = np.abs(tiled - whole).mean(axis=2) * 255.0
         print(f"  {label:20s} {dt:5.1f} s; tiled vs whole, 0..255: mean abs {diff.mean():.3f}, "
-              f"99th percentile {np.percentile(diff, 99):.2f}, max {diff.max():.1f}; near tile borders mean {diff[border].mean():.3f}")
+              f"99th percentile {np.percentile(diff, 99):.2f}, max {diff.max():.1f}; "
+              f"near tile borders mean {diff[border].mean():.3f}")
 
 
 def big(args: argparse.Namespace) -> None:

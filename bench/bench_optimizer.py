@@ -109,17 +109,20 @@ def main() -> None:
     done = 0
     while done < args.steps:
         n = min(args.block, args.steps - done)
-        sync(); t = time.perf_counter()
+        sync()
+        t = time.perf_counter()
         for _ in range(n):
             artist.draw()
-        sync(); t_past += time.perf_counter() - t
+        sync()
+        t_past += time.perf_counter() - t
         t = time.perf_counter()
         with precision(args.precision, dev):
             for _ in range(n):
                 our_step()
         assert all(math.isfinite(v) for v in torch.stack(block).tolist())
         block.clear()
-        sync(); t_ours += time.perf_counter() - t
+        sync()
+        t_ours += time.perf_counter() - t
         done += n
 
     # Both final images under one loss function (ours), clamped to 0..255 as saved.

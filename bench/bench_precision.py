@@ -140,7 +140,7 @@ def main(argv: list[str] | None = None) -> int:
                         cells.append(f"{mode} {r:6.3f}{' !' if r > BAR else '  '}")
                     rows.append(row)
                     print(f"{size:4d} px {k:4d} steps {init:7} {style_name:16} fp32 {row['fp32_loss']:10.4g}  "
-                          + "  ".join(cells) + f"   s/step " + " ".join(f"{m} {per_step[m]:.3f}" for m in modes),
+                          + "  ".join(cells) + "   s/step " + " ".join(f"{m} {per_step[m]:.3f}" for m in modes),
                           flush=True)
     print("worst ratio to fp32: " + ", ".join(f"{m} {worst[m]:.3f}" for m in modes[1:]) + f" (bar {BAR})")
     # One run per case is one draw of a chaotic trajectory (see fp32~): the geometric mean over

@@ -137,8 +137,9 @@ def main(argv: list[str] | None = None) -> int:
             sheet.append(np.concatenate([_pad(photo, args.size), _pad(y_model, args.size), _pad(y_opt, args.size)], 1))
     med = statistics.median(equivalents)
     ok = med >= EQUIVALENT_BAR
+    when = "at the equivalent step" if args.stop_at_equivalent else f"after {args.steps} steps"
     print(f"median equivalent steps {med:g} (bar {EQUIVALENT_BAR}, goal {EQUIVALENT_GOAL}); median ratio "
-          f"model/optimizer {'at the equivalent step' if args.stop_at_equivalent else f'after {args.steps} steps'}: content {statistics.median(c_ratios):.2f}, "
+          f"model/optimizer {when}: content {statistics.median(c_ratios):.2f}, "
           f"style {statistics.median(s_ratios):.2f} -> {'PASS' if ok else 'FAIL'}")
     if args.save and sheet:
         write_image(Path(args.save) / "sheet.jpg", np.concatenate(sheet, 0))

@@ -165,7 +165,7 @@ def test_torchvision_layout_file_loads_with_its_own_preprocessing(tmp_path: Path
 
     gen = torch.Generator().manual_seed(0)
     state = {}
-    for name, idx in zip(CONV_NAMES, _TV_CONV_INDEX):
+    for name, idx in zip(CONV_NAMES, _TV_CONV_INDEX, strict=True):
         state[f"features.{idx}.weight"] = torch.randn(EXPECTED_SHAPES[f"{name}.weight"], generator=gen) * 0.01
         state[f"features.{idx}.bias"] = torch.zeros(EXPECTED_SHAPES[f"{name}.bias"])
     path = tmp_path / "tv.pth"

@@ -207,11 +207,11 @@ def test_layer_larger_than_canvas(gimp):
 def test_style_file_and_two_layers(gimp):
     r = _check(gimp, "style_file_two_layers")
     assert r["status"] == "success", r.get("message")
-    assert [l["name"] for l in r["new_layers"]] == ["style (iterative)", "style (iterative) #1"] or \
+    assert [layer["name"] for layer in r["new_layers"]] == ["style (iterative)", "style (iterative) #1"] or \
         len(r["new_layers"]) == 2
     # each new layer sits right above its source: b' b a' a
     assert [n.split(" #")[0] for n in r["position"]] == ["style (iterative)", "b", "style (iterative)", "a"]
-    assert sorted(tuple(l["offsets"]) for l in r["new_layers"]) == [(0, 0), (4, 2)]
+    assert sorted(tuple(layer["offsets"]) for layer in r["new_layers"]) == [(0, 0), (4, 2)]
 
 
 def test_texture(gimp):
@@ -277,7 +277,7 @@ def test_model_from_onnx_file(gimp):
     _first_model(gimp)
     r = _check(gimp, "model_file")
     assert r["status"] == "success", r.get("message")
-    assert [l["name"] for l in r["new_layers"]] == ["my-model (model)"]
+    assert [layer["name"] for layer in r["new_layers"]] == ["my-model (model)"]
     assert r["diff_new_vs_source"]["mean"] > 0.01 and r["source_unchanged"]
 
 

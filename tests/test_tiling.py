@@ -79,7 +79,8 @@ def test_plan_tiles_4k_into_8_gib_and_refuses_below_what_tiles_need() -> None:
 
 
 def test_stylize_in_tiles_matches_one_pass(content96: np.ndarray, style96: np.ndarray) -> None:
-    cfg = StyleConfig(size=96, steps=6, optimizer="adam", lr=4.0, precision="fp32", style_layers=("relu1_1", "relu2_1", "relu3_1"), content_layers=("relu2_2",))
+    cfg = StyleConfig(size=96, steps=6, optimizer="adam", lr=4.0, precision="fp32",
+                      style_layers=("relu1_1", "relu2_1", "relu3_1"), content_layers=("relu2_2",))
     stages: list[str] = []
     whole = stylize(content96, [style96], cfg)
     tiled = stylize(content96, [style96], cfg.replace(tile=32), callback=lambda p: stages.append(p.stage))

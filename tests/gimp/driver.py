@@ -106,7 +106,7 @@ def offsets(layer):
 
 
 def layer_ids(img):
-    return [l.get_id() for l in img.get_layers()]
+    return [layer.get_id() for layer in img.get_layers()]
 
 
 STYLE_IMG = new_image(32, 32)
@@ -133,9 +133,9 @@ def stylize(img, drawables, **props):
     message = None
     if status != Gimp.PDBStatusType.SUCCESS and res.length() > 1:
         message = res.index(1)
-    new = [l for l in img.get_layers() if l.get_id() not in before]
+    new = [layer for layer in img.get_layers() if layer.get_id() not in before]
     return {"status": status.value_nick, "message": message, "seconds": round(took, 3),
-            "new": new, "layers_after": [l.get_name() for l in img.get_layers()]}
+            "new": new, "layers_after": [layer.get_name() for layer in img.get_layers()]}
 
 
 def describe(layer):
@@ -152,9 +152,9 @@ def diff(a, b, channels=(0, 1, 2), step=4):
 
 def summary(r, img=None):
     out = {k: v for k, v in r.items() if k != "new"}
-    out["new_layers"] = [describe(l) for l in r["new"]]
+    out["new_layers"] = [describe(layer) for layer in r["new"]]
     if img is not None:
-        out["position"] = [l.get_name() for l in img.get_layers()]
+        out["position"] = [layer.get_name() for layer in img.get_layers()]
     return out
 
 
@@ -291,8 +291,8 @@ def _():
     style_file = Gio.File.new_for_path(os.path.join(OUT, "style.png"))
     r = stylize(img, [a, b], **{"style-file": style_file})
     out = summary(r, img)
-    out["new_parents_ok"] = all(l.get_parent() is None for l in r["new"])
-    out["each_above_its_source"] = [img.get_item_position(l) for l in img.get_layers()]
+    out["new_parents_ok"] = all(layer.get_parent() is None for layer in r["new"])
+    out["each_above_its_source"] = [img.get_item_position(layer) for layer in img.get_layers()]
     return out
 
 
@@ -310,8 +310,8 @@ def _():
     cfg.set_property("size", 48)
     before = layer_ids(img)
     res = proc.run(cfg)
-    new = [l for l in img.get_layers() if l.get_id() not in before]
-    out = {"status": res.index(0).value_nick, "new_layers": [describe(l) for l in new]}
+    new = [layer for layer in img.get_layers() if layer.get_id() not in before]
+    out = {"status": res.index(0).value_nick, "new_layers": [describe(layer) for layer in new]}
     if res.index(0) != Gimp.PDBStatusType.SUCCESS:
         out["message"] = res.index(1)
     return out
@@ -332,8 +332,8 @@ def _():
     cfg.set_property("size", 48)
     before = layer_ids(img)
     res = proc.run(cfg)
-    new = [l for l in img.get_layers() if l.get_id() not in before]
-    out = {"status": res.index(0).value_nick, "new_layers": [describe(l) for l in new],
+    new = [layer for layer in img.get_layers() if layer.get_id() not in before]
+    out = {"status": res.index(0).value_nick, "new_layers": [describe(layer) for layer in new],
            "bounds": list(Gimp.Selection.bounds(img))[2:]}
     if res.index(0) != Gimp.PDBStatusType.SUCCESS:
         out["message"] = res.index(1)
@@ -402,7 +402,7 @@ def _long_run_with(action):
     out = summary(r)
     out.update(info)
     out["source_unchanged"] = diff(read(layer), before)["max"] == 0.0
-    out["layers_unchanged"] = [l.get_name() for l in img.get_layers()] == ["photo"]
+    out["layers_unchanged"] = [layer.get_name() for layer in img.get_layers()] == ["photo"]
     return out
 
 
