@@ -263,8 +263,8 @@ def _dialog_regions(procedure, image, drawables):
     if procedure.get_name() != PROC_STYLIZE:
         return []
     try:
-        return [(max(l.get_width(), l.get_height()), rh, rw)
-                for l, (_, _, rw, rh) in targets(image, selected_layers(list(drawables or [])), _margin())]
+        return [(max(layer.get_width(), layer.get_height()), rh, rw)
+                for layer, (_, _, rw, rh) in targets(image, selected_layers(list(drawables or [])), _margin())]
     except UserError:  # no layers, a group, a channel: the run says so after the dialog
         return []
 

@@ -46,7 +46,7 @@ class StyleConfig:
     )
     scales: tuple[int, ...] = field(
         default=(), metadata=_opt("coarse-to-fine long sides, e.g. 512,1024,2048 (the last is the output); "
-                                  "default: automatic above 1024 px")
+                                  "default: automatic above 384 px, at most 3 scales from ≥ 256 px")
     )
     scale_steps: tuple[int, ...] = field(default=(), metadata=_opt("steps at each scale (default: --steps, then halving)"))
     max_memory: float = field(

@@ -48,11 +48,11 @@ class StepCost:
 
     def to_spec(self) -> dict[str, Any]:
         """The figures the GIMP plug-in needs (`nst_engine.bridge.timing.run_seconds`)."""
-        from .plan import AUTO_COARSEST, AUTO_SINGLE_SCALE
+        from .plan import AUTO_COARSEST, AUTO_MAX_SCALES, AUTO_SINGLE_SCALE
 
         return {"a": self.a, "b": self.b, "device": self.key.get("device"), "processor": self.key.get("processor"),
                 "precision": self.key.get("precision"), "single_scale_max": AUTO_SINGLE_SCALE,
-                "coarsest": AUTO_COARSEST}
+                "coarsest": AUTO_COARSEST, "max_scales": AUTO_MAX_SCALES}
 
 
 def fit(points: Sequence[tuple[int, float]]) -> tuple[float, float]:

@@ -76,6 +76,7 @@ def test_step_cost_is_measured_once_per_machine_key(cache, monkeypatch):
     assert len(calls) == 4 and json.loads(cache.read_text())["entries"]
     spec = first.to_spec()
     assert spec["single_scale_max"] == plan.AUTO_SINGLE_SCALE and spec["coarsest"] == plan.AUTO_COARSEST
+    assert spec["max_scales"] == plan.AUTO_MAX_SCALES
     assert spec["a"] == first.a and spec["b"] == first.b and spec["device"] == "cpu"
 
 
@@ -94,11 +95,11 @@ def test_measure_a_real_step_on_tiny_sizes(cache):
 
 def test_estimate_single_scale():
     cost = _cost()
-    s = estimate.estimate_seconds(StyleConfig(size=512, steps=300), 768, 1024, cost=cost)
-    assert s == pytest.approx(300 * (0.1 + 1e-5 * 384 * 512))
+    s = estimate.estimate_seconds(StyleConfig(size=384, steps=300), 768, 1024, cost=cost)
+    assert s == pytest.approx(300 * (0.1 + 1e-5 * 288 * 384))
     # a selection-sized image: pixels follow the aspect
-    s = estimate.estimate_seconds(StyleConfig(size=512, steps=10), 1000, 500, cost=cost)
-    assert s == pytest.approx(10 * (0.1 + 1e-5 * 512 * 256))
+    s = estimate.estimate_seconds(StyleConfig(size=384, steps=10), 1000, 500, cost=cost)
+    assert s == pytest.approx(10 * (0.1 + 1e-5 * 384 * 192))
 
 
 def test_estimate_coarse_to_fine_and_tiles():
@@ -111,8 +112,8 @@ def test_estimate_coarse_to_fine_and_tiles():
     assert s == pytest.approx(timing.run_seconds(cost.to_spec(), (1536, 2048), 2048, 400))
     explicit = estimate.estimate_seconds(cfg.replace(scales=(256, 512), scale_steps=(7, 3)), 1536, 2048, cost=cost)
     assert explicit == pytest.approx(7 * (0.1 + 1e-5 * 192 * 256) + 3 * (0.1 + 1e-5 * 384 * 512))
-    tiled = estimate.estimate_seconds(StyleConfig(size=512, steps=10, tile=128), 384, 512, cost=cost)
-    assert tiled == pytest.approx(estimate.TILE_FACTOR * 10 * (0.1 + 1e-5 * 384 * 512))
+    tiled = estimate.estimate_seconds(StyleConfig(size=384, steps=10, tile=128), 288, 384, cost=cost)
+    assert tiled == pytest.approx(estimate.TILE_FACTOR * 10 * (0.1 + 1e-5 * 288 * 384))
     with pytest.raises(InputError, match="--size"):
         estimate.estimate_seconds(StyleConfig(size=20000, steps=10, max_memory=0.01, tile=0), 15000, 20000, cost=cost)
 
@@ -123,8 +124,9 @@ def test_estimate_coarse_to_fine_and_tiles():
 
 def test_timing_matches_the_engine():
     assert timing.MAX_SIZE == config_module.MAX_SIZE
-    assert (timing.AUTO_SINGLE_SCALE, timing.AUTO_COARSEST) == (plan.AUTO_SINGLE_SCALE, plan.AUTO_COARSEST)
-    for size in (1, 64, 512, 1024, 1025, 2048, 3000, 4096, 20000):
+    assert (timing.AUTO_SINGLE_SCALE, timing.AUTO_COARSEST, timing.AUTO_MAX_SCALES) == \
+        (plan.AUTO_SINGLE_SCALE, plan.AUTO_COARSEST, plan.AUTO_MAX_SCALES)
+    for size in (1, 64, 384, 385, 512, 1024, 1025, 2048, 3000, 4096, 20000):
         for steps in (0, 1, 3, 300, 500):
             assert timing.schedule(size, steps) == plan.schedule(size, steps), (size, steps)
     from nst_engine.image import fit_long_side

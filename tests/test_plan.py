@@ -11,8 +11,10 @@ from nst_engine.plan import estimate_bytes, make_plan, schedule
 
 
 def test_auto_schedule_and_explicit_scales() -> None:
-    assert schedule(512, 500) == [(512, 500)]
-    assert schedule(3840, 500) == [(960, 500), (1920, 250), (3840, 125)]
+    assert schedule(384, 500) == [(384, 500)]
+    assert schedule(512, 500) == [(256, 500), (512, 250)]
+    assert schedule(1024, 300) == [(256, 300), (512, 150), (1024, 75)]
+    assert schedule(3840, 500) == [(960, 500), (1920, 250), (3840, 125)]  # at most 3 scales
     assert schedule(1000, 10, (250, 500, 1000), (8, 4, 2)) == [(250, 8), (500, 4), (1000, 2)]
     with pytest.raises(InputError, match="increase"):
         schedule(100, 10, (64, 32))

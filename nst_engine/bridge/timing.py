@@ -15,8 +15,9 @@ from typing import Any
 
 MIN_PROCESSED = 64  # px: the long side below which VGG-19's deep layers see next to nothing
 MAX_SIZE = 20000  # = nst_engine.config.MAX_SIZE
-AUTO_SINGLE_SCALE = 1024  # = nst_engine.plan.AUTO_SINGLE_SCALE: up to this long side, one scale
-AUTO_COARSEST = 512  # = nst_engine.plan.AUTO_COARSEST: automatic schedules start at or above this
+AUTO_SINGLE_SCALE = 384  # = nst_engine.plan.AUTO_SINGLE_SCALE: up to this long side, one scale
+AUTO_COARSEST = 256  # = nst_engine.plan.AUTO_COARSEST: automatic schedules start at or above this
+AUTO_MAX_SCALES = 3  # = nst_engine.plan.AUTO_MAX_SCALES
 REASONABLE_SECONDS = 600.0  # the dialog's Size default: the largest size done in about this long
 SIZE_LADDER = (256, 384, 512, 640, 768, 1024, 1280, 1536, 2048, 2560, 3072, 4096)
 
@@ -34,12 +35,13 @@ def fit_long_side(h: int, w: int, size: int) -> tuple[int, int]:
 
 
 def schedule(size: int, steps: int, single_scale_max: int = AUTO_SINGLE_SCALE,
-             coarsest: int = AUTO_COARSEST) -> list[tuple[int, int]]:
+             coarsest: int = AUTO_COARSEST, max_scales: int = AUTO_MAX_SCALES) -> list[tuple[int, int]]:
     """[(long side, steps)] from coarse to fine: above ``single_scale_max`` the run starts at
-    half, quarter... size (not below ``coarsest``) with half the steps at each coarser scale."""
+    half, quarter... size (not below ``coarsest``, at most ``max_scales`` scales) with half the
+    steps at each finer scale."""
     sizes = [size]
     if size > single_scale_max:
-        while sizes[0] // 2 >= coarsest:
+        while sizes[0] // 2 >= coarsest and len(sizes) < max_scales:
             sizes.insert(0, sizes[0] // 2)
     return [(s, max(1, steps // 2**i) if steps else 0) for i, s in enumerate(sizes)]
 
@@ -51,7 +53,7 @@ def run_seconds(cost: Mapping[str, Any], shape: tuple[int, int], size: int, step
     not counted."""
     a, b = float(cost["a"]), float(cost["b"])
     plan = schedule(int(size), int(steps), int(cost.get("single_scale_max", AUTO_SINGLE_SCALE)),
-                    int(cost.get("coarsest", AUTO_COARSEST)))
+                    int(cost.get("coarsest", AUTO_COARSEST)), int(cost.get("max_scales", AUTO_MAX_SCALES)))
     total = 0.0
     for long_side, n in plan:
         h, w = fit_long_side(shape[0], shape[1], long_side)
