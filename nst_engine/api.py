@@ -243,7 +243,7 @@ def _stylize_scale(
     # 4. Images at this scale, and the loss targets.
     content_t = to_tensor(content_in, sc.shape, device)
     style_size = max(1, round(sc.size * cfg.style_scale))
-    style_t = [to_tensor(s, fit_long_side(*s.shape[:2], style_size), device) for s in style_in]
+    style_t = [to_tensor(s, fit_long_side(s.shape[0], s.shape[1], style_size), device) for s in style_in]
     # The targets in fp32 under the hybrid (computed once: a hybrid target cost the hybrid's
     # final loss up to 10 % in bench/bench_precision.py).
     with warmup_precision(True):
@@ -312,7 +312,7 @@ def reconstruct(
     need = thin.min_side([layer])
     thin.check_long_side(cfg.size, need, "size", cfg.size)
     a, pad = thin.pad_for(a, cfg.size, need)
-    shape = fit_long_side(*a.shape[:2], cfg.size)
+    shape = fit_long_side(a.shape[0], a.shape[1], cfg.size)
     scale = _single_scale(shape, [layer], cfg, device, tileable=True)
     target = to_tensor(a, shape, device)
     if cfg.content_weight <= 0:
@@ -354,7 +354,7 @@ def texture(
             raise InputError("shape", shape, f"must be (height, width), each 1..{MAX_SIZE}")
         out_shape = (int(shape[0]), int(shape[1]))
     else:
-        out_shape = fit_long_side(*style_a[0].shape[:2], cfg.size)
+        out_shape = fit_long_side(style_a[0].shape[0], style_a[0].shape[1], cfg.size)
     hist_layers = cfg.histogram_layers if cfg.histogram_weight > 0 else ()
     if cfg.style_weight <= 0 and not hist_layers:
         raise InputError("style_weight", cfg.style_weight, "must be > 0 (or histogram_weight > 0): a texture "
@@ -365,7 +365,7 @@ def texture(
     style_size = max(1, round(cfg.size * cfg.style_scale))
     thin.check_long_side(style_size, need, "style_scale", cfg.style_scale, "style image")
     style_a = [thin.pad_for(s, style_size, need)[0] for s in style_a]
-    style_t = [to_tensor(s, fit_long_side(*s.shape[:2], style_size), device) for s in style_a]
+    style_t = [to_tensor(s, fit_long_side(s.shape[0], s.shape[1], style_size), device) for s in style_a]
     encoder = _encoder(cfg, [*cfg.style_layers, *hist_layers], device)
     with warmup_precision(True):  # targets in fp32 under the hybrid
         terms = style_terms(encoder, style_t, cfg.style_blend, cfg.style_layers, cfg.style_layer_weights,

@@ -175,7 +175,7 @@ def content_terms(
     """Content targets at ``layers`` (computed in exact tiles of ``tile`` px when > 0)."""
     names = [encoder.resolve_layer(n) for n in layers]
     feats = tiled_features(encoder, image, names, tile) if tile else encoder(image, names)
-    return [ContentLoss(n, feats[n], scale * w) for n, w in zip(names, _weights(names, weights))]
+    return [ContentLoss(n, feats[n], scale * w) for n, w in zip(names, _weights(names, weights), strict=True)]
 
 
 @torch.no_grad()
@@ -194,7 +194,7 @@ def style_terms(
     b = list(blend) if blend else [1.0] * len(images)
     total = sum(b)
     grams: dict[str, torch.Tensor] = {}
-    for img, bi in zip(images, b):
+    for img, bi in zip(images, b, strict=True):
         if tile:
             img_grams = tiled_grams(encoder, img, names, tile)
         else:
@@ -203,7 +203,7 @@ def style_terms(
         for n in names:
             g = img_grams[n] * (bi / total)
             grams[n] = grams[n] + g if n in grams else g
-    return [GramLoss(n, grams[n], scale * w) for n, w in zip(names, _weights(names, weights))]
+    return [GramLoss(n, grams[n], scale * w) for n, w in zip(names, _weights(names, weights), strict=True)]
 
 
 @torch.no_grad()

@@ -107,7 +107,7 @@ class TiledObjective:
                     parts["content"] = parts["content"] + part.detach()
                     surrogate = surrogate + part
                 if need_grad:
-                    for term, gbar in zip(styles, gbars):
+                    for term, gbar in zip(styles, gbars, strict=True):
                         f, _ = cores(feats, tile, term.layer)
                         fh, fw = feature_shape(shape, self.strides[term.layer])
                         surrogate = surrogate + (gbar * gram(f, float(fh * fw))).sum()

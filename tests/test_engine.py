@@ -1,6 +1,7 @@
 """The iterative optimizer on real VGG-19 weights, small images, CPU (issue #2)."""
 from __future__ import annotations
 
+import itertools
 import threading
 
 import numpy as np
@@ -34,7 +35,7 @@ def test_reconstruction_psnr_falls_with_depth(content96: np.ndarray) -> None:
         psnr[layer] = peak_signal_noise_ratio(target, r.image, data_range=1.0)
     assert psnr["relu1_1"] >= 25.0, psnr
     values = [psnr[k] for k in LAYERS]
-    assert all(a > b for a, b in zip(values, values[1:])), psnr
+    assert all(a > b for a, b in itertools.pairwise(values)), psnr
 
 
 def test_texture_cuts_gram_loss_and_is_not_a_copy(style96: np.ndarray) -> None:

@@ -31,7 +31,8 @@ def _rand(*shape: int, seed: int, scale: float = 1.0) -> torch.Tensor:
 def _objective(enc: TinyEncoder, shape: tuple[int, int], content: float = 500.0, style: float = 1000.0,
                tv: float = 0.02) -> tuple[Objective, torch.Tensor]:
     """Weights that put each part near 1 on this encoder (its features are O(1), VGG's O(100))."""
-    c, s, x = _rand(1, 3, *shape, seed=1, scale=255), _rand(1, 3, 10, 11, seed=2, scale=255), _rand(1, 3, *shape, seed=3, scale=255)
+    c, s = _rand(1, 3, *shape, seed=1, scale=255), _rand(1, 3, 10, 11, seed=2, scale=255)
+    x = _rand(1, 3, *shape, seed=3, scale=255)
     obj = Objective(enc, content=content_terms(enc, c, ["relu2_1", "pool1"], (), content) if content else [],
                     style=style_terms(enc, [s], (), ["relu1_1", "pool1", "relu2_1"], (), style) if style else [],
                     tv_weight=tv)

@@ -55,7 +55,7 @@ class TinyEncoder(nn.Module):
         wanted = {self.resolve_layer(n) for n in layers}
         out: dict[str, torch.Tensor] = {}
         x = image.to(self.dtype) / 255.0 - 0.5  # 0..255 in, as VGG's input
-        for name, layer in zip(NAMES, self.layers):
+        for name, layer in zip(NAMES, self.layers, strict=True):
             if not wanted - out.keys():
                 break
             x = layer(x)

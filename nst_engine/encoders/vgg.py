@@ -96,8 +96,8 @@ def precision(name: str, device: torch.device) -> Iterator[str]:
     """The encoder's arithmetic inside this block.
 
     fp32; tf32 (cuDNN convolutions with TF32 inputs, fp32 accumulation; CUDA only, else fp32);
-    bf16 (autocast: convolutions in bfloat16); hybrid (bf16 from ``HYBRID_FROM`` on). The losses always cast features to fp32 before
-    Grams and sums, so only the network runs in reduced precision.
+    bf16 (autocast: convolutions in bfloat16); hybrid (bf16 from ``HYBRID_FROM`` on). The losses always cast
+    features to fp32 before Grams and sums, so only the network runs in reduced precision.
     """
     name = resolve_precision(name, device)
     token = _PRECISION.set(name)
@@ -209,7 +209,8 @@ class VGG19Encoder(nn.Module):
             if lo >= min(hi, len(names)):
                 continue
             with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=bf16):
-                for name, layer in zip(names[lo:hi], self.layers[lo:hi]):
+                # not strict: `names` stops at the deepest layer wanted, the layers go on
+                for name, layer in zip(names[lo:hi], self.layers[lo:hi], strict=False):
                     if isinstance(layer, nn.ReLU) and prev not in wanted:
                         x = torch.relu_(x)  # in place: saves a pass over memory; conv's backward needs not its output
                     else:

@@ -75,7 +75,7 @@ def _from_mapping(raw: dict[str, torch.Tensor], source: str, layers: tuple[str, 
         return Weights(_dequantize(raw, layers, source), "caffe", source)
     if any(k.startswith("features.") for k in raw):
         state = {}
-        for name, idx in zip(CONV_NAMES, _TV_CONV_INDEX):
+        for name, idx in zip(CONV_NAMES, _TV_CONV_INDEX, strict=True):
             if name in layers:
                 for part in ("weight", "bias"):
                     key = f"features.{idx}.{part}"
