@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from .config import MAX_SIZE, StyleConfig
-from .encoders.vgg import VGG19Encoder, deepest, precision, resolve_layer, warmup_precision
+from .encoders.vgg import VGG19Encoder, deepest, precision, resolve_layer, fp32_under_hybrid
 from .encoders.weights import get_encoder
 from .errors import InputError
 from .image import check_array, fit_long_side, to_tensor
@@ -246,7 +246,7 @@ def _stylize_scale(
     style_t = [to_tensor(s, fit_long_side(s.shape[0], s.shape[1], style_size), device) for s in style_in]
     # The targets in fp32 under the hybrid (computed once: a hybrid target cost the hybrid's
     # final loss up to 10 % in bench/bench_precision.py).
-    with warmup_precision(True):
+    with fp32_under_hybrid():
         objective = Objective(
             encoder,
             content=content_terms(encoder, content_t, cfg.content_layers, cfg.content_layer_weights,
@@ -318,7 +318,7 @@ def reconstruct(
     if cfg.content_weight <= 0:
         raise InputError("content_weight", cfg.content_weight, "must be > 0: a reconstruction matches the content")
     encoder = _encoder(cfg, [layer], device)
-    with warmup_precision(True):  # targets in fp32 under the hybrid
+    with fp32_under_hybrid():  # targets in fp32 under the hybrid
         objective = Objective(encoder, content=content_terms(encoder, target, [layer], (), cfg.content_weight,
                                                              tile=scale.tile), tv_weight=cfg.tv_weight)
     init = "noise" if cfg.init in ("content", "style") else cfg.init
@@ -367,7 +367,7 @@ def texture(
     style_a = [thin.pad_for(s, style_size, need)[0] for s in style_a]
     style_t = [to_tensor(s, fit_long_side(s.shape[0], s.shape[1], style_size), device) for s in style_a]
     encoder = _encoder(cfg, [*cfg.style_layers, *hist_layers], device)
-    with warmup_precision(True):  # targets in fp32 under the hybrid
+    with fp32_under_hybrid():  # targets in fp32 under the hybrid
         terms = style_terms(encoder, style_t, cfg.style_blend, cfg.style_layers, cfg.style_layer_weights,
                             cfg.style_weight, tile=scale.tile) if cfg.style_weight > 0 else []
         terms += histogram_terms(encoder, style_t[0], hist_layers, cfg.histogram_weight)

@@ -13,7 +13,7 @@ from typing import Protocol
 import numpy as np
 import torch
 
-from .encoders.vgg import HYBRID_WARMUP, warmup_precision
+from .encoders.vgg import HYBRID_WARMUP, fp32_under_hybrid
 from .errors import EngineRuntimeError
 from .lbfgs import LBFGS
 from .progress import Progress, ProgressCallback, StopFlag
@@ -81,7 +81,7 @@ class PixelOptimizer:
         # in fp32. L-BFGS's first step is tiny, so its first curvature pairs are gradient
         # differences below bf16's rounding; with them in fp32 the hybrid's final loss stayed
         # within 1 % of fp32's (bench/bench_precision.py), without them it was up to 25 % off.
-        with warmup_precision(self.evaluations <= HYBRID_WARMUP):
+        with fp32_under_hybrid(self.evaluations <= HYBRID_WARMUP):
             total, parts, grad = self.objective.value_and_grad(x)
         assert grad is not None
         x.grad = grad

@@ -79,7 +79,7 @@ def describe_precision(name: str, device: torch.device) -> str:
 
 
 @contextmanager
-def warmup_precision(active: bool) -> Iterator[None]:
+def fp32_under_hybrid(active: bool = True) -> Iterator[None]:
     """fp32 inside this block when ``active`` and the current precision is the hybrid."""
     if not active or _PRECISION.get() != "hybrid":
         yield
