@@ -72,7 +72,8 @@ class TrainConfig:
     channels_last: bool = field(default=True, metadata=option(  # measured on 4x128 crops
         "channels_last memory layout (~12% faster on CPUs; --no-channels-last keeps NCHW)", group=_TRAINING))
     init: str | None = field(default=None, metadata=option(  # a checkpoint of ours
-        "start from a trained network's checkpoint (another style): converges faster", metavar="CKPT.pt",
+        "start from a trained network (another style): a checkpoint, an .onnx model of ours or a shipped "
+        "model's name; converges faster", metavar="CKPT.pt|MODEL",
         group=_TRAINING))
     seed: int = field(default=0, metadata=option("random seed", group=_TRAINING))
     device: str = field(default="auto", metadata=option("compute device: auto, cpu, cuda or cuda:N", group=_TRAINING))

@@ -180,6 +180,37 @@ def net_from_checkpoint(ckpt: dict[str, Any]) -> TransformerNet:
     return net
 
 
+def net_from_model(model: str, argument: str = "init") -> TransformerNet:
+    """The network inside one of our exported models (a shipped name or an ``.onnx`` file).
+
+    Its weights are the ONNX initializers (``net.<parameter>``, as `export_onnx` names them) and
+    its shape the ``network`` metadata: a shipped model can start another style's training.
+    """
+    from nst_engine.models import resolve_model
+
+    from .onnx_export import _import_onnx
+
+    onnx = _import_onnx()
+    path = resolve_model(model)
+    try:
+        proto = onnx.load(str(path))
+        meta = {p.key: p.value for p in proto.metadata_props}
+        net = TransformerNet(NetSpec.from_dict(json.loads(meta["network"])))
+        weights = {i.name.removeprefix("net."): torch.from_numpy(onnx.numpy_helper.to_array(i).copy())
+                   for i in proto.graph.initializer}
+        net.load_state_dict({k: weights[k] for k in net.state_dict()})
+    except Exception as e:  # onnx raises protobuf's DecodeError, torch RuntimeError, json ValueError, …
+        raise InputError(argument, model, f"not a model exported by nst train ({type(e).__name__}: {e})") from None
+    return net
+
+
+def _init_net(spec: str) -> TransformerNet:
+    """``--init``: a training checkpoint (.pt) or an exported model (.onnx file or shipped name)."""
+    if spec.lower().endswith(".pt"):
+        return net_from_checkpoint(load_checkpoint(spec, "init"))
+    return net_from_model(spec)
+
+
 # --- teacher -------------------------------------------------------------------------------------
 
 
@@ -284,7 +315,7 @@ def train(
     torch.manual_seed(cfg.seed)
     net = TransformerNet(spec)
     if ckpt is None and cfg.init:
-        init = net_from_checkpoint(load_checkpoint(cfg.init, "init"))
+        init = _init_net(cfg.init)
         if init.spec != spec:
             raise InputError("init", cfg.init, f"holds a {init.spec.variant!r} network of another shape than {spec.variant!r}")
         net.load_state_dict(init.state_dict())

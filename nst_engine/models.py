@@ -187,6 +187,10 @@ def load_model(model: str | os.PathLike[str], device: str = "auto") -> ModelInfo
 
         options = ort.SessionOptions()
         options.log_severity_level = 3  # no warnings on stderr (e.g. unused providers)
+        # No memory pattern: it is planned for one input size, and with it the *second* run at
+        # 1024×768 took 1.0-1.4 s against 0.6 s (a fresh block for the planned pattern); tiles
+        # and a long-lived server run many sizes anyway.
+        options.enable_mem_pattern = False
         try:
             session = ort.InferenceSession(str(path), options, providers=providers)
         except Exception as e:  # onnxruntime raises its own Fail/InvalidProtobuf/InvalidGraph

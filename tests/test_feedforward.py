@@ -19,7 +19,7 @@ onnx = pytest.importorskip("onnx", reason="exporting needs the onnx package (pip
 
 from export.network import NetSpec, TransformerNet, count_parameters  # noqa: E402
 from export.onnx_export import VERIFY_TOLERANCE, export_onnx, verify_onnx  # noqa: E402
-from export.train import PhotoCrops, TrainConfig, load_checkpoint, net_from_checkpoint, train  # noqa: E402
+from export.train import PhotoCrops, TrainConfig, load_checkpoint, net_from_checkpoint, net_from_model, train  # noqa: E402
 from nst_engine.cli import main  # noqa: E402
 from nst_engine.errors import Cancelled, EngineRuntimeError, InputError  # noqa: E402
 from nst_engine.models import MARKER, load_model, stylize_model  # noqa: E402
@@ -119,6 +119,25 @@ def test_export_loads_matches_torch_and_has_metadata(trained) -> None:  # noqa: 
         ref = net(torch.from_numpy(img).permute(2, 0, 1)[None])[0].permute(1, 2, 0).numpy()
     got = stylize_model(img, result.model, device="cpu")
     assert np.abs(got - ref).max() <= 1e-3
+
+
+def test_init_from_an_exported_model(trained, photos: Path, tmp_path: Path) -> None:  # noqa: ANN001
+    # --init takes an .onnx model of ours (or a shipped name) as well as a checkpoint: the weights
+    # read back from the ONNX file are the trained ones, and training starts from them.
+    result, _ = trained
+    from_ckpt = net_from_checkpoint(load_checkpoint(result.checkpoint))
+    from_onnx = net_from_model(str(result.model))
+    for (k, a), b in zip(from_ckpt.state_dict().items(), from_onnx.state_dict().values(), strict=True):
+        assert torch.equal(a, b), k
+    shipped = net_from_model("starry-night")
+    assert shipped.spec.variant == "light"
+    r = train(_config(photos, tmp_path / "i.onnx", steps=1, fine_steps=0, lr=1e-9, lr_final=1e-9,
+                      init=str(result.model)), export=False)
+    started = net_from_checkpoint(load_checkpoint(r.checkpoint))
+    for (k, a), b in zip(from_ckpt.state_dict().items(), started.state_dict().values(), strict=True):
+        assert torch.allclose(a, b, atol=1e-5), k  # one step at lr 1e-9 from the model's weights
+    with pytest.raises(InputError, match="init"):
+        net_from_model(str(photos / "notes.txt"))
 
 
 def test_checkpoint_is_weights_only_and_resume_is_exact(photos: Path, tmp_path: Path) -> None:
