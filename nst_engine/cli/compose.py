@@ -129,9 +129,12 @@ def run_blend(args: argparse.Namespace) -> int:
                           for a in (source, target))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        # an 8-bit result needs the residual of 1e-4 (~0.05 of a level), floats 1e-6
+        # An 8-bit result needs a relative residual of 3e-4, floats 1e-6: on bench_poisson's 4 MP
+        # blend, 3e-4 (7 CG iterations) and 1e-4 (8) were equally far from the exact solution
+        # (mean 0.123 of a level, the same pixels off by more than one level); 1e-3 (6) let
+        # 40x more pixels slip by a level.
         report = poisson_blend_report(source, target, mask, mode=args.mode, offset=offset,
-                                      rtol=1e-4 if eight_bit_out else None)
+                                      rtol=3e-4 if eight_bit_out else None)
     if report.note:
         print(f"nst: note: {report.note}", file=sys.stderr)
     write_image(out, report.image)
