@@ -8,7 +8,7 @@ from __future__ import annotations
 from typing import Any
 
 __version__ = "0.1.0"
-__all__ = ["StyleConfig", "stylize", "reconstruct", "texture", "Progress", "StyleResult", "__version__"]
+__all__ = ["Region", "StyleConfig", "stylize", "reconstruct", "texture", "Progress", "StyleResult", "__version__"]
 
 
 def __getattr__(name: str) -> Any:
@@ -16,7 +16,7 @@ def __getattr__(name: str) -> Any:
         from .config import StyleConfig
 
         return StyleConfig
-    if name in ("stylize", "reconstruct", "texture", "Progress", "StyleResult"):
+    if name in ("stylize", "reconstruct", "texture", "Progress", "StyleResult", "Region"):
         from . import api
 
         return getattr(api, name)

@@ -28,8 +28,11 @@ from .optim import OptimizeResult, Progress, ProgressCallback, StopFlag, optimiz
 from .options import StylizeOptions
 from . import thin
 from .plan import MIN_TILE, TILE_BELOW_HISTORY, Scale, make_plan
+from .regions import Region, RegionSet
+from .regions import prepare as prepare_regions
 
-__all__ = ["stylize", "stylize_selection", "reconstruct", "texture", "StyleResult", "Progress", "select_device"]
+__all__ = ["stylize", "stylize_selection", "reconstruct", "texture", "Region", "StyleResult", "Progress",
+           "select_device"]
 
 if TYPE_CHECKING:
     from .selection import SelectionResult
@@ -169,27 +172,40 @@ def stylize(
     *,
     callback: ProgressCallback | None = None,
     stop: StopFlag | threading.Event | None = None,
+    regions: Sequence[Region] = (),
 ) -> StyleResult:
-    """Gatys et al. style transfer of ``styles`` onto ``content``."""
+    """Gatys et al. style transfer of ``styles`` onto ``content``; with ``regions`` (spatial
+    control, `nst_engine.regions`) each region's mask gets its own style, and ``styles`` (may be
+    empty then) only the part no region covers."""
     # 1. Check inputs.
     cfg, device, gen = _setup(config)
     content_a = check_array(content, "content")
     style_list = [styles] if isinstance(styles, np.ndarray) else list(styles)
-    if not style_list:
+    if not style_list and not regions:
         raise InputError("styles", style_list, "at least one style image is needed")
     style_a = [check_array(s, f"styles[{i}]") for i, s in enumerate(style_list)]
     if cfg.style_blend and len(cfg.style_blend) != len(style_a):
         raise InputError("style_blend", cfg.style_blend, f"needs one weight per style image ({len(style_a)})")
+    region_a = [check_array(r.style, f"{r.argument or f'regions[{k}]'}.style") for k, r in enumerate(regions)]
+    if regions and cfg.tile:
+        raise InputError("tile", cfg.tile, "spatial control (--region) cannot run in tiles; leave --tile at 0 "
+                                           "(if memory is short, lower --size)")
+    if regions and cfg.histogram_weight > 0 and not style_a:
+        raise InputError("histogram_weight", cfg.histogram_weight, "needs a STYLE image; regions (--region) have "
+                                                                   "Gram losses only")
     # 2. Colour: luminance-only transfer, or the style recoloured to the content's palette.
-    content_in, style_in = _color_inputs(cfg.preserve_colors, content_a, style_a)
+    content_in, style_in = _color_inputs(cfg.preserve_colors, content_a, style_a + region_a)
+    style_in, region_in = style_in[:len(style_a)], style_in[len(style_a):]
     # 3. Plan the scales (coarse to fine) against the memory budget, before any work; images
     #    thinner than VGG-19 allows at the coarsest scale are mirrored out (cropped back at 6).
     hist_layers = cfg.histogram_layers if cfg.histogram_weight > 0 else ()
     layers = [*cfg.content_layers, *cfg.style_layers, *hist_layers]
     content_in, style_in, pad = thin.pad_inputs(content_in, style_in, cfg, layers)
+    region_set = prepare_regions(regions, region_in, content_a.shape[:2], pad, bool(style_a), cfg, layers) \
+        if regions else None
     plan = make_plan(content_in.shape[:2], cfg.size, cfg.steps, deepest(layers), device, scales=cfg.scales,
                      scale_steps=cfg.scale_steps, max_memory_gib=cfg.max_memory, tile=cfg.tile,
-                     tileable=not hist_layers)
+                     tileable=not hist_layers and not regions)
     encoder = _encoder(cfg, layers, device)
     results: list[StyleResult] = []
     x: torch.Tensor | None = None
@@ -198,12 +214,12 @@ def stylize(
         for attempt in range(OOM_RETRIES + 1):
             try:
                 r = _stylize_scale(sc, i, len(plan), x, content_in, style_in, cfg, encoder, layers, hist_layers,
-                                   gen, device, callback, stop)
+                                   gen, device, callback, stop, region_set)
                 break
             except (torch.OutOfMemoryError, RuntimeError) as e:
                 # The plan's estimate was short (another process took memory, an allocator's
                 # fragmentation): retry the scale in smaller exact tiles, never die of it.
-                if not _is_oom(e) or attempt == OOM_RETRIES or hist_layers:
+                if not _is_oom(e) or attempt == OOM_RETRIES or hist_layers or regions:
                     raise
                 if device.type == "cuda":
                     torch.cuda.empty_cache()
@@ -238,6 +254,7 @@ def _stylize_scale(
     sc: Scale, i: int, n: int, x: torch.Tensor | None, content_in: np.ndarray, style_in: list[np.ndarray],
     cfg: StyleConfig, encoder: VGG19Encoder, layers: list[str], hist_layers: Sequence[str],
     gen: torch.Generator, device: torch.device, callback: ProgressCallback | None, stop: StopFlag | None,
+    regions: RegionSet | None = None,
 ) -> OptimizeResult:
     """One scale of `stylize`: its targets, its start image, its optimisation."""
     # 4. Images at this scale, and the loss targets.
@@ -247,20 +264,22 @@ def _stylize_scale(
     # The targets in fp32 under the hybrid (computed once: a hybrid target cost the hybrid's
     # final loss up to 10 % in bench/bench_precision.py).
     with fp32_under_hybrid():
+        if regions is not None:  # guided Grams per region; STYLE images for the rest only
+            style, first_style = regions.terms(encoder, sc.shape, style_size, style_t, cfg, device)
+        else:
+            style = style_terms(encoder, style_t, cfg.style_blend, cfg.style_layers, cfg.style_layer_weights,
+                                cfg.style_weight, tile=sc.tile) if cfg.style_weight > 0 else []
+            first_style = style_t[0]
         objective = Objective(
             encoder,
             content=content_terms(encoder, content_t, cfg.content_layers, cfg.content_layer_weights,
                                   cfg.content_weight, tile=sc.tile) if cfg.content_weight > 0 else [],
-            style=[
-                *(style_terms(encoder, style_t, cfg.style_blend, cfg.style_layers, cfg.style_layer_weights,
-                              cfg.style_weight, tile=sc.tile) if cfg.style_weight > 0 else []),
-                *histogram_terms(encoder, style_t[0], hist_layers, cfg.histogram_weight),
-            ],
+            style=[*style, *histogram_terms(encoder, style_t[0], hist_layers, cfg.histogram_weight)],
             tv_weight=cfg.tv_weight,
         )
     # 5. Start image: the configured one, then the previous scale's result upsampled.
     if x is None:
-        x0 = _init_image(cfg, sc.shape, content_t, style_t[0], gen, device)
+        x0 = _init_image(cfg, sc.shape, content_t, style_t[0] if style_t else first_style, gen, device)
     else:
         x0 = torch.nn.functional.interpolate(x, size=sc.shape, mode="bicubic", align_corners=False).clamp(0, 255)
     del content_t, style_t

@@ -17,6 +17,7 @@ from ..config import MAX_SIZE, StyleConfig
 from ..errors import InputError
 from .options import add_config_options, config_from_args
 from .progress import ProgressBar
+from .regions import REGION_HELP, load_regions
 
 INPUT_HELP = "an image file, sample:NAME (scikit-image photo, e.g. sample:astronaut) or style:NAME (shipped style)"
 
@@ -35,9 +36,12 @@ def register(sub: Any) -> None:
     p = sub.add_parser("stylize", help="style transfer (Gatys et al.)", description="Paint CONTENT in the style of STYLE.")
     p.add_argument("content", metavar="CONTENT", help=INPUT_HELP)
     p.add_argument("styles", metavar="STYLE", nargs="*",
-                   help=INPUT_HELP + "; several are blended (--style-blend); none with --model")
+                   help=INPUT_HELP + "; several are blended (--style-blend); none with --model; with --region "
+                        "optional (then only for the part no region covers)")
     p.add_argument("--mask", help="stylize only this selection, blended back at full size: a mask image the "
                                   "size of CONTENT, white = stylize (its alpha channel if it has one)")
+    p.add_argument("--region", action="append", default=[], metavar="MASK=STYLE[#STYLEMASK][:WEIGHT]",
+                   help=REGION_HELP)
     add_stylize_options(p)  # --model …, --composite, --margin, --feather: from StylizeOptions
     _common(p)
     p.set_defaults(func=run_stylize)
@@ -164,6 +168,9 @@ def run_stylize(args: argparse.Namespace) -> int:
     options = stylize_options_from_args(args)
     if not args.mask:
         refuse_changed(args, StylizeOptions, ("composite", "margin", "feather"), "applies to a selection (--mask) only")
+    if args.region and (options.method == "model" or args.mask):
+        raise InputError("--region", args.region[0], "spatial control runs the iterative optimizer on the whole "
+                                                     "photo: not with --model or --mask")
     if options.method == "model":
         if args.styles:
             raise InputError("--model", args.model, "give STYLE images or --model, not both")
@@ -173,8 +180,8 @@ def run_stylize(args: argparse.Namespace) -> int:
 
         return run_model_stylize(args)
     refuse_changed(args, StylizeOptions, ("model_size", "strength", "overlap"), "applies to --model only")
-    if not args.styles:
-        raise InputError("STYLE", "", "give at least one style image, or --model NAME")
+    if not args.styles and not args.region:
+        raise InputError("STYLE", "", "give at least one style image, --region MASK=STYLE, or --model NAME")
     cfg = config_from_args(args)
     run = _Run(args)
     final = _final_size(cfg)
@@ -192,7 +199,8 @@ def run_stylize(args: argparse.Namespace) -> int:
         return run.finish(region.image, int(region.info.get("steps", run.last_step)))
     from ..api import stylize  # torch: only the iterative path needs it
 
-    result = stylize(content, styles, cfg, callback=run)
+    regions = load_regions(args.region, final, _style_side(cfg, final))
+    result = stylize(content, styles, cfg, callback=run, regions=regions)
     return run.finish(_with_alpha(result.image, content), result.steps)
 
 
