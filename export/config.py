@@ -67,8 +67,8 @@ class TrainConfig:
     decay_from: float = field(default=0.7, metadata=option(
         "fraction of the steps after which the learning rate decays", group=_TRAINING))
     precision: str = field(default="auto", metadata=option(
-        "loss network arithmetic: hybrid = bf16 from conv3_1 on; auto = hybrid where the processor has native "
-        "bf16, else fp32", choices=TRAIN_PRECISIONS, group=_TRAINING))
+        "loss network arithmetic: hybrid = bf16 from conv3_1 on; auto = hybrid where the processor's native "
+        "bf16 is measured faster than fp32 (once per machine), else fp32", choices=TRAIN_PRECISIONS, group=_TRAINING))
     channels_last: bool = field(default=True, metadata=option(  # measured on 4x128 crops
         "channels_last memory layout (~12% faster on CPUs; --no-channels-last keeps NCHW)", group=_TRAINING))
     init: str | None = field(default=None, metadata=option(  # a checkpoint of ours

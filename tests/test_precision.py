@@ -33,9 +33,9 @@ def _fp32_loss(image: np.ndarray, content: np.ndarray, style: np.ndarray, device
 
 
 def test_precision_names(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(vgg, "bf16_supported", lambda device: True)
+    monkeypatch.setattr(vgg, "bf16_pays", lambda device: True)
     assert resolve_precision("auto", torch.device("cpu")) == "hybrid"
-    monkeypatch.setattr(vgg, "bf16_supported", lambda device: False)  # emulated bf16 is slower
+    monkeypatch.setattr(vgg, "bf16_pays", lambda device: False)  # emulated or slower bf16
     assert resolve_precision("auto", torch.device("cpu")) == "fp32"
     assert resolve_precision("auto", torch.device("cuda")) == "tf32"
     with pytest.raises(InputError, match="precision"):
@@ -44,12 +44,49 @@ def test_precision_names(monkeypatch: pytest.MonkeyPatch) -> None:
         StyleConfig(precision="fp16").check()
 
 
+def test_auto_measures_whether_bf16_pays(monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:  # noqa: ANN001
+    # Native bf16 is not enough (it was slower than fp32 on an Intel Xeon without AMX): auto times
+    # both once per machine and keeps the verdict in precision.json beside the step-cost cache.
+    from nst_engine.encoders import probe
+
+    monkeypatch.setenv("NST_CACHE_DIR", str(tmp_path))
+    monkeypatch.setattr(probe, "_MEMO", {})
+    monkeypatch.setattr(vgg, "bf16_supported", lambda device: True)
+    calls: list[int] = []
+
+    def timed(seconds: tuple[float, float]):  # noqa: ANN202
+        return lambda repeats=4: calls.append(1) or seconds
+
+    monkeypatch.setattr(probe, "measure_speedup", timed((1.0, 1.05)))  # hybrid slower
+    assert resolve_precision("auto", torch.device("cpu")) == "fp32"
+    assert "measured no faster" in vgg.describe_precision("auto", torch.device("cpu"))
+    assert resolve_precision("auto", torch.device("cpu")) == "fp32" and len(calls) == 1  # memoised
+    monkeypatch.setattr(probe, "_MEMO", {})
+    monkeypatch.setattr(probe, "measure_speedup", timed((1.0, 0.5)))
+    assert resolve_precision("auto", torch.device("cpu")) == "fp32" and len(calls) == 1  # from the file
+    (tmp_path / "precision.json").unlink()
+    monkeypatch.setattr(probe, "_MEMO", {})
+    assert resolve_precision("auto", torch.device("cpu")) == "hybrid" and len(calls) == 2  # 2x faster
+    assert resolve_precision("hybrid", torch.device("cpu")) == "hybrid"  # asked for: no probe
+    monkeypatch.setattr(vgg, "bf16_supported", lambda device: False)
+    monkeypatch.setattr(probe, "_MEMO", {})
+    assert resolve_precision("auto", torch.device("cpu")) == "fp32" and len(calls) == 2  # emulated: never timed
+
+
+def test_the_probe_times_both_precisions() -> None:
+    from nst_engine.encoders.probe import measure_speedup
+
+    fp32, hybrid = measure_speedup(repeats=1)
+    assert 0 < fp32 < 30 and 0 < hybrid < 30
+
+
 def test_bf16_autocast_converges_like_fp32(content96: np.ndarray, style96: np.ndarray) -> None:
     cfg = StyleConfig(size=64, steps=30)
     runs = {p: stylize(content96, [style96], cfg.replace(precision=p)) for p in ("fp32", "bf16")}
     losses = {p: _fp32_loss(r.image, content96, style96) for p, r in runs.items()}
     assert runs["bf16"].history[-1] < 0.05 * runs["bf16"].history[0]  # the loss falls as in fp32
-    assert losses["bf16"] == pytest.approx(losses["fp32"], rel=0.03)
+    # No worse than fp32 by more than 3 % (L-BFGS is chaotic: on an Intel Xeon bf16 ended 6 % *lower*)
+    assert losses["bf16"] <= 1.03 * losses["fp32"]
     assert not np.array_equal(runs["bf16"].image, runs["fp32"].image)  # it did run in bf16
 
 
@@ -133,7 +170,7 @@ def test_hybrid_precision_keeps_the_pixel_gradient(content96: np.ndarray) -> Non
     from conftest import small
 
     from export.train import resolve_train_precision
-    from nst_engine.encoders.vgg import bf16_supported
+    from nst_engine.encoders.vgg import bf16_pays
 
     dev = torch.device("cpu")
     torch.manual_seed(0)
@@ -161,5 +198,5 @@ def test_hybrid_precision_keeps_the_pixel_gradient(content96: np.ndarray) -> Non
     cos_bf16 = float(torch.nn.functional.cosine_similarity(f["style"], b["style"], 0))
     assert cos["style"] >= 0.999 and cos["content"] >= 0.9999, cos
     assert cos["style"] > cos_bf16
-    # auto picks the hybrid only where bf16 is native (emulated bf16 is slower than fp32)
-    assert resolve_train_precision("auto", dev) == ("hybrid" if bf16_supported(dev) else "fp32")
+    # auto picks the hybrid only where bf16 is native and measured faster than fp32
+    assert resolve_train_precision("auto", dev) == ("hybrid" if bf16_pays(dev) else "fp32")

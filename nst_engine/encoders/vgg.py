@@ -48,7 +48,8 @@ _PRECISION: ContextVar[str] = ContextVar("nst_precision", default="fp32")
 
 
 def resolve_precision(name: str, device: torch.device) -> str:
-    """``auto``: TF32 convolutions on CUDA; on a CPU the hybrid where bf16 is native, else fp32.
+    """``auto``: TF32 convolutions on CUDA; on a CPU the hybrid where bf16 is native and measured
+    faster (`bf16_pays`), else fp32.
 
     The hybrid (bf16 from ``HYBRID_FROM`` on, with fp32 warm-up steps) is ~1.3x faster per step
     than fp32 at 256 px and its final loss stays within the trajectory noise of fp32's
@@ -61,8 +62,19 @@ def resolve_precision(name: str, device: torch.device) -> str:
     if name == "auto":
         if device.type == "cuda":
             return "tf32"
-        return "hybrid" if bf16_supported(device) else "fp32"
+        return "hybrid" if bf16_pays(device) else "fp32"
     return name
+
+
+def bf16_pays(device: torch.device) -> bool:
+    """Native bf16 *and* measurably faster here (`nst_engine.encoders.probe`: timed once per machine)."""
+    if not bf16_supported(device):
+        return False
+    if device.type != "cpu":
+        return True
+    from .probe import bf16_pays_on_cpu
+
+    return bf16_pays_on_cpu()
 
 
 def describe_precision(name: str, device: torch.device) -> str:
@@ -74,7 +86,9 @@ def describe_precision(name: str, device: torch.device) -> str:
         return f"{what} (--precision {name})"
     if device.type == "cuda":
         return f"{what} (auto on CUDA)"
-    native = "this CPU has native bf16" if mode == "hybrid" else "no native bf16 on this CPU"
+    native = ("bf16 measured faster on this CPU" if mode == "hybrid" else
+              "bf16 is native here but measured no faster than fp32" if bf16_supported(device) else
+              "no native bf16 on this CPU")
     return f"{what} (auto: {native})"
 
 
