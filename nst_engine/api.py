@@ -274,7 +274,7 @@ def _stylize_scale(
             encoder,
             content=content_terms(encoder, content_t, cfg.content_layers, cfg.content_layer_weights,
                                   cfg.content_weight, tile=sc.tile) if cfg.content_weight > 0 else [],
-            style=[*style, *histogram_terms(encoder, style_t[0], hist_layers, cfg.histogram_weight)],
+            style=[*style, *(histogram_terms(encoder, style_t[0], hist_layers, cfg.histogram_weight) if hist_layers else [])],
             tv_weight=cfg.tv_weight,
         )
     # 5. Start image: the configured one, then the previous scale's result upsampled.

@@ -185,24 +185,55 @@ def _support(g: torch.Tensor) -> tuple[slice, slice]:
     return slice(int(rows[0]), int(rows[-1]) + 1), slice(int(cols[0]), int(cols[-1]) + 1)
 
 
+class _GuidedGram(torch.autograd.Function):
+    """(F∘t)(F∘t)ᵀ over a box of the map, with t = T/√ΣT² (the mass folded into the guidance).
+
+    One multiply and one matmul each way, like `ops._Gram` with no division pass over the C×N
+    gradient; outside the box the gradient is zero (no slice backward when the box is the map).
+    """
+
+    @staticmethod
+    def forward(ctx: torch.autograd.function.FunctionCtx, f: torch.Tensor, t: torch.Tensor,  # type: ignore[override]
+                rows: slice, cols: slice) -> torch.Tensor:
+        c = f.shape[1]
+        ft = (f[..., rows, cols].float() * t).reshape(c, -1)
+        ctx.save_for_backward(ft, t)
+        ctx.meta = (f.shape, f.dtype, rows, cols)  # type: ignore[attr-defined]
+        return torch.mm(ft, ft.t())
+
+    @staticmethod
+    def backward(ctx: torch.autograd.function.FunctionCtx, grad: torch.Tensor  # type: ignore[override]
+                 ) -> tuple[torch.Tensor, None, None, None]:
+        ft, t = ctx.saved_tensors  # type: ignore[attr-defined]
+        shape, dtype, rows, cols = ctx.meta  # type: ignore[attr-defined]
+        d = torch.mm(grad + grad.t(), ft).reshape(1, shape[1], *t.shape[-2:]).mul_(t)
+        if tuple(d.shape) == tuple(shape):
+            return d.to(dtype), None, None, None
+        out = d.new_zeros(shape, dtype=dtype)
+        out[..., rows, cols] = d
+        return out, None, None, None
+
+
 def guided_gram(features: torch.Tensor, guidance: torch.Tensor) -> torch.Tensor:
     """(F∘T)(F∘T)ᵀ / Σ T² of (1,C,h,w) features and a (1,1,h,w) guidance at the same layer, in fp32."""
-    mass = float(guidance.float().square().sum())
+    t = guidance.float()
+    mass = float(t.square().sum())
     if mass <= 0:
         c = features.shape[1]
         return features.new_zeros((c, c), dtype=torch.float32)
-    return gram(features.float() * guidance.float(), mass)
+    result: torch.Tensor = _GuidedGram.apply(features, t / mass**0.5, slice(None), slice(None))
+    return result
 
 
 class GuidedGramLoss(FeatureLoss):
     """One region's style at one layer: weight·10/C²·mse(Gᵏ(x), Aᵏ) with the guided Gram Gᵏ.
 
-    Holds the content guidance at the layer's resolution, cropped to its support (the bounding box
-    of its nonzero values) so a region costs a Gram of its own area, not the image's.
+    Holds the content guidance at the layer's resolution divided by √(its mass), cropped to its
+    support (the bounding box of its nonzero values) so a region costs a Gram of its own area.
     """
 
     target: torch.Tensor  # C×C guided Gram of the style (a buffer)
-    guidance: torch.Tensor  # (1,1,h',w') the guidance on its support
+    guidance: torch.Tensor  # (1,1,h',w') T/√ΣT² on its support
 
     def __init__(self, layer: str, target_gram: torch.Tensor, guidance: torch.Tensor, weight: float = 1.0) -> None:
         super().__init__()
@@ -210,16 +241,16 @@ class GuidedGramLoss(FeatureLoss):
         self.weight = weight * STYLE_SCALE / target_gram.shape[0] ** 2
         self.map_shape = (int(guidance.shape[-2]), int(guidance.shape[-1]))
         self.rows, self.cols = _support(guidance)
+        g = guidance[..., self.rows, self.cols].detach().float()
+        self.mass = float(g.square().sum())
         self.register_buffer("target", target_gram.detach().float(), persistent=False)
-        self.register_buffer("guidance", guidance[..., self.rows, self.cols].detach().float().contiguous(),
-                             persistent=False)
-        self.mass = float(self.guidance.square().sum())
+        self.register_buffer("guidance", (g / self.mass**0.5).contiguous(), persistent=False)
 
     def forward(self, feats: Mapping[str, torch.Tensor]) -> torch.Tensor:
         f = feats[self.layer]
         if tuple(f.shape[-2:]) != self.map_shape:
             raise RuntimeError(f"{self.layer}: features {tuple(f.shape[-2:])}, guidance made for {self.map_shape}")
-        g = gram(f[..., self.rows, self.cols].float() * self.guidance, self.mass)
+        g: torch.Tensor = _GuidedGram.apply(f, self.guidance, self.rows, self.cols)
         return self.weight * F.mse_loss(g, self.target)
 
 
