@@ -44,6 +44,9 @@ def _trained_line(training: dict[str, Any]) -> str:
         parts.append(f"{training.get('batch_size')}x{training['crop']} px crops"
                      + (f" + {training['fine_steps']} at {training.get('fine_batch_size')}x{training.get('fine_crop')}"
                         if training.get("fine_steps") else ""))
+    if training.get("init"):  # fine-tuned or continued from another network: its steps are not counted here
+        init = str(training["init"])
+        parts.append("started from " + init.removesuffix(".pt").removesuffix(".ckpt").removesuffix(".onnx"))
     if training.get("train_minutes") is not None:
         parts.append(f"{training['train_minutes']} min on {training.get('processor') or training.get('device', '?')}")
     elif training.get("device"):
