@@ -104,7 +104,8 @@ class StyleConfig:
         metadata=_opt("network arithmetic: fp32; tf32 (CUDA convolutions); bf16 (autocast, all layers; Grams and "
                       "losses stay fp32); hybrid (bf16 from conv3_1 after 5 fp32 steps: ~1.3x faster per step than "
                       "fp32 on an AMD EPYC with native bf16, same final loss); auto: tf32 on CUDA, hybrid on a CPU "
-                      "where native bf16 is measured faster (timed once per machine), else fp32", choices=("auto", "fp32", "tf32", "bf16", "hybrid")),
+                      "where native bf16 is measured faster (timed once per machine), else fp32",
+                      choices=("auto", "fp32", "tf32", "bf16", "hybrid")),
     )
     # --- run ---------------------------------------------------------------------------------
     seed: int | None = field(default=0, metadata=_opt("random seed (same seed, same CPU output bit for bit)"))
