@@ -144,6 +144,8 @@ class StyleConfig:
             raise InputError("scales", self.scales, f"each must be a whole number of px, 1..{MAX_SIZE}")
         if any((not isinstance(v, int)) or v < 0 for v in self.scale_steps):
             raise InputError("scale_steps", self.scale_steps, "each must be a whole number >= 0")
+        if self.scales and self.scale_steps and len(self.scale_steps) != len(self.scales):
+            raise InputError("scale_steps", self.scale_steps, f"needs one step count per scale ({len(self.scales)})")
         for name in ("content_layers", "style_layers", "histogram_layers"):
             for layer in getattr(self, name):
                 resolve_layer(layer, argument=name)

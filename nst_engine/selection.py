@@ -60,9 +60,8 @@ def crop_config(config: StyleConfig, crop_long: int, reference_long: int) -> Sty
     steps: Sequence[int | None] = config.scale_steps or [None] * len(config.scales)
     sizes: list[int] = []
     counts: list[int | None] = []
-    # Not strict: scale_steps' length is not checked against scales before this point; the
-    # shorter of the two sets how many scales are kept, as it always has.
-    for s, n in reversed(list(zip(config.scales, steps, strict=False))):
+    # Strict: StyleConfig.check refuses scale_steps of another length than scales.
+    for s, n in reversed(list(zip(config.scales, steps, strict=True))):
         px = size if not sizes else max(1, round(s * factor))
         if sizes and px >= sizes[-1]:
             continue

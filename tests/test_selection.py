@@ -14,7 +14,7 @@ from nst_engine import api, selection
 from nst_engine.bridge import jobs
 from nst_engine.cli import main
 from nst_engine.config import StyleConfig
-from nst_engine.errors import Cancelled
+from nst_engine.errors import Cancelled, InputError
 from nst_engine.image import fit_long_side
 from nst_engine.options import StylizeOptions
 
@@ -120,6 +120,9 @@ def test_crop_schedules_keep_their_steps() -> None:
     assert (c.size, c.scales, c.scale_steps) == (128, (32, 64, 128), (10, 20, 30))
     c = selection.crop_config(StyleConfig(scales=(255, 256), scale_steps=(5, 7)), 10, 256)
     assert (c.size, c.scales, c.scale_steps) == (40, (40,), (7,))  # a scale no coarser than the next is left out
+    # one step count per scale, or a clear error (a crop used to drop the unmatched scales silently)
+    with pytest.raises(InputError, match="scale_steps"):
+        StyleConfig(scales=(64, 128, 256), scale_steps=(10, 20)).check()
 
 
 def test_stop_cancels_the_iterative_selection(monkeypatch: pytest.MonkeyPatch) -> None:
