@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import math
 import os
+import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sized
 from dataclasses import dataclass, field
@@ -63,7 +64,7 @@ def _gray8(image: np.ndarray) -> np.ndarray:
     return (np.clip(y, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
 
 
-_DIS: dict[str, Any] = {}
+_LOCAL = threading.local()  # one DIS object per preset and thread (they keep buffers between calls)
 
 
 def optical_flow(a: np.ndarray, b: np.ndarray, preset: str = DEFAULT_PRESET) -> np.ndarray:
@@ -74,9 +75,10 @@ def optical_flow(a: np.ndarray, b: np.ndarray, preset: str = DEFAULT_PRESET) -> 
     if a.shape[:2] != b.shape[:2]:
         raise InputError("frames", (a.shape, b.shape), "frames differ in size")
     cv2 = _cv2()
-    dis = _DIS.get(preset)
+    cache: dict[str, Any] = _LOCAL.__dict__.setdefault("dis", {})
+    dis = cache.get(preset)
     if dis is None:
-        dis = _DIS[preset] = cv2.DISOpticalFlow_create(
+        dis = cache[preset] = cv2.DISOpticalFlow_create(
             {"ultrafast": cv2.DISOPTICAL_FLOW_PRESET_ULTRAFAST, "fast": cv2.DISOPTICAL_FLOW_PRESET_FAST,
              "medium": cv2.DISOPTICAL_FLOW_PRESET_MEDIUM}[preset])
     flow: np.ndarray = dis.calc(_gray8(a), _gray8(b), None)
