@@ -8,12 +8,18 @@ current image is upsampled to the final size and scored under the fp32 loss at t
 scoring time is not counted), so the runs are compared on one loss against wall-clock seconds.
 Prints each run's final loss, seconds, and the seconds it took to reach the single-scale run's
 final loss; ``--plot`` draws loss against seconds.
+
+``--pastiche STEPS`` puts pastiche (PyPI; L-BFGS, one evaluation a step, content and style at the
+final size as in bench_optimizer.py) first, scored the same way every ``--every`` steps: the
+other runs are then measured against its final loss (issue #14: the engine's default schedule
+should reach pastiche's 500-step loss in a third of pastiche's time).
 """
 from __future__ import annotations
 
 import argparse
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -41,6 +47,40 @@ def _image(name: str, folder: str) -> np.ndarray:
     return load(name, folder)[..., :3]
 
 
+def _pastiche_curve(content: np.ndarray, style: np.ndarray, shape: tuple[int, int], args: argparse.Namespace,
+                    score: Callable[[np.ndarray], float]) -> list[tuple[float, float]]:
+    """pastiche for ``args.pastiche`` steps: (seconds, loss) every ``args.every`` steps (scoring not timed)."""
+    import tempfile
+
+    import pastiche.pastiche as P
+    from PIL import Image
+    from skimage.transform import resize
+
+    with tempfile.TemporaryDirectory() as tmp:
+        files = []
+        for img, size, name in ((content, shape, "content.png"),
+                                (style, fit_long_side(*style.shape[:2], args.size), "style.png")):
+            a = (resize(img, size, anti_aliasing=True) * 255 + 0.5).astype(np.uint8)
+            Image.fromarray(a).save(Path(tmp) / name)
+            files.append(str(Path(tmp) / name))
+        artist = P.PasticheArtist(files[0], [files[1]], device="cpu", size=args.size, style_size=args.size)
+    mean = torch.tensor(P.VGG_MEAN).view(1, 3, 1, 1)
+
+    def image() -> np.ndarray:
+        rgb = ((artist.pastiche.detach() + mean).flip(1).clamp(0, 255) / 255)[0].permute(1, 2, 0)
+        return rgb.numpy()
+
+    points: list[tuple[float, float]] = []
+    seconds = 0.0
+    for step in range(1, args.pastiche + 1):
+        t = time.perf_counter()
+        artist.draw()
+        seconds += time.perf_counter() - t
+        if step % args.every == 0 or step == args.pastiche:
+            points.append((seconds, score(image())))
+    return points
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--size", type=int, default=512)
@@ -49,6 +89,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--runs", default="512:200;256,512:300,100;256,512:200,50")
     ap.add_argument("--every", type=int, default=25)
     ap.add_argument("--plot", default="")
+    ap.add_argument("--pastiche", type=int, default=0, help="run pastiche for this many steps first (the reference)")
     args = ap.parse_args(argv)
     dev = torch.device("cpu")
     content, style = _image(args.content, "content"), _image(args.style, "styles")
@@ -70,6 +111,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{args.content} in the manner of {args.style}, {shape[1]}x{shape[0]}, precision "
           f"{describe_precision('auto', dev)}; loss scored in fp32 at the final size")
     curves: dict[str, list[tuple[float, float]]] = {}
+    if args.pastiche:
+        curves[f"pastiche {args.size}:{args.pastiche}"] = _pastiche_curve(content, style, shape, args, score)
     for spec in args.runs.split(";"):
         scales_s, steps_s = spec.split(":")
         scales = tuple(int(v) for v in scales_s.split(","))
