@@ -161,3 +161,12 @@ def test_bad_arguments_are_refused(photo: np.ndarray) -> None:
     runner.step(photo)
     with pytest.raises(InputError, match="differs in size"):
         runner.step(photo[:50])
+
+
+def test_flow_on_shrunk_frames_is_scaled_back_to_full_size(photo: np.ndarray) -> None:
+    f0, f1 = pan(photo, 2, 4)
+    backward, mask = TemporalStylizer(lambda x: x, flow_side=48).flow_and_mask(f0, f1)  # flow at half size
+    assert backward.shape == f1.shape[:2] + (2,) and mask.shape == f1.shape[:2]
+    inner = (slice(12, -12), slice(12, -12))
+    assert abs(float(np.median(backward[inner][..., 0])) - 4.0) < 0.5  # 2 px at half size → 4 px
+    assert mask[inner].mean() > 0.9 and mask[:, -2:].max() == 0.0
