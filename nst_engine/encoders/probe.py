@@ -11,12 +11,9 @@ processor, torch version and threads), so only the first run on a machine pays t
 from __future__ import annotations
 
 import json
-import os
 import threading
 import time
 from pathlib import Path
-from typing import Any
-
 import torch
 
 MIN_SPEEDUP = 1.1  # below this the hybrid's reduced precision is not worth it
@@ -71,35 +68,19 @@ def bf16_pays_on_cpu() -> bool:
     with _LOCK:
         if key in _MEMO:
             return _MEMO[key]
+        from ..estimate import _read_cache, _write_cache  # the step-cost cache's reader and atomic writer
+
         path = _cache_path()
-        entries = _read(path)
+        entries = _read_cache(path)
         entry = entries.get(key)
         if isinstance(entry, dict) and isinstance(entry.get("pays"), bool):
             _MEMO[key] = entry["pays"]
             return entry["pays"]
         fp32, hybrid = measure_speedup()
         pays = fp32 / hybrid >= MIN_SPEEDUP
-        entries = _read(path)
+        entries = _read_cache(path)
         entries[key] = {"pays": pays, "fp32_s": round(fp32, 4), "hybrid_s": round(hybrid, 4),
                         "measured": time.strftime("%Y-%m-%dT%H:%M:%S")}
-        _write(path, entries)
+        _write_cache(path, entries)
         _MEMO[key] = pays
         return pays
-
-
-def _read(path: Path) -> dict[str, Any]:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return {}
-    return data if isinstance(data, dict) else {}
-
-
-def _write(path: Path, entries: dict[str, Any]) -> None:
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
-        tmp.write_text(json.dumps(entries, indent=1, sort_keys=True) + "\n", encoding="utf-8")
-        os.replace(tmp, path)
-    except OSError:
-        pass  # a read-only home: measure again next time
