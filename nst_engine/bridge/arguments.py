@@ -11,6 +11,11 @@ Arguments that are `StylizeOptions` fields (``method``, ``model-size``, ``compos
 are declared here. ``selection_margin`` is the context the engine stylizes around a selection
 (`nst_engine.options.SELECTION_MARGIN`): the plug-in should read that much around it.
 
+Spatial control (`nst_engine.regions`): ``regions`` (0..`MAX_REGIONS`) regions, region k a saved
+channel or layer mask (``regionK-channel``, white = the region) painted in its own style
+(``regionK-style-layer`` or ``regionK-style-file``), and ``regions-rest`` what the part no region
+covers becomes: the photo, or the Style layer/file. The iterative method only.
+
 Part of the spec depends on the engine's machine, learned by ``nst gimp-install`` (`EngineFacts`):
 the shipped models (the Model choice, labelled by painting, plus "Other .onnx file…"), whether
 CUDA is there (without it the dialog opens on the model method) and the measured step cost
@@ -27,7 +32,7 @@ from typing import Any, TypedDict
 from ..config import StyleConfig
 from ..options import SELECTION_MARGIN, StylizeOptions
 
-SPEC_VERSION = 2
+SPEC_VERSION = 3  # 3: regions
 GINT_MAX = 2**31 - 1
 
 # StyleConfig fields the procedures expose, in dialog order, with dialog-only hints: the label,
@@ -133,6 +138,37 @@ def _style_arguments() -> list[dict[str, Any]]:
     ]
 
 
+MAX_REGIONS = 4  # regions of the stylize procedure (region1-… to region4-…)
+REST_CHOICES = [("photo", "Keep the photo", "Outside the regions the layer stays as it is"),
+                ("style", "Style above (Style layer or file)", "Outside the regions: the style chosen under Style")]
+
+
+def region_arguments() -> list[dict[str, Any]]:
+    """``regions``, then channel and style (layer or file) of region 1..`MAX_REGIONS`, then
+    ``regions-rest``. A region's arguments show in the dialog while Regions counts it."""
+    iterative = ["iterative"]
+    args: list[dict[str, Any]] = [{
+        "name": "regions", "type": "int", "nick": "_Regions", "min": 0, "max": MAX_REGIONS, "default": 0,
+        "soft": [0, MAX_REGIONS],
+        "blurb": "Iterative method only: how many regions get a style of their own (0: one style everywhere). "
+                 "Region k is the part of the image its channel selects (white; a saved selection or a layer "
+                 "mask; soft edges blend), painted in region k's style; a selection still limits everything"}]
+    for k in range(1, MAX_REGIONS + 1):
+        shown = {"method": iterative, "regions": list(range(k, MAX_REGIONS + 1))}
+        args += [
+            {"name": f"region{k}-channel", "type": "channel", "nick": f"Region {k} channel", "show_if": shown,
+             "blurb": f"Where region {k} is: a channel of this image (Select ▸ Save to Channel) or a layer mask"},
+            {"name": f"region{k}-style-layer", "type": "layer", "nick": f"Region {k} style layer", "show_if": shown,
+             "blurb": f"A layer of any open image whose style paints region {k} (used instead of the file when set)"},
+            {"name": f"region{k}-style-file", "type": "file", "nick": f"Region {k} style file", "show_if": shown,
+             "blurb": f"An image file whose style paints region {k} (when no region {k} style layer is set)"},
+        ]
+    args.append(dict(_choice("regions-rest", "Rest _of the image", "With Regions: what the part no region covers "
+                             "becomes (the photo, or the style chosen under Style)", REST_CHOICES, "photo"),
+                     show_if={"method": iterative, "regions": list(range(1, MAX_REGIONS + 1))}))
+    return args
+
+
 def _result_arguments() -> list[dict[str, Any]]:
     return [
         _choice("layer-mode", "Layer mod_e", "Blend mode of the new layer",
@@ -205,6 +241,7 @@ def stylize_arguments(facts: EngineFacts | None = None) -> list[dict[str, Any]]:
             "none")),
         _option_argument("composite"),
         *_result_arguments(),
+        *region_arguments(),  # last: arguments added later keep the earlier ones' positions
     ]
 
 

@@ -8,8 +8,10 @@ The parameters that are `StyleConfig` fields (``steps``, ``size``, ``preserve_co
 checked by those dataclasses (an error names the argument as the plug-in spells it:
 ``model-size``); ``layer_long_side`` is the long side of the layer the region belongs to, so that
 ``size`` and ``model_size`` keep the layer's scale (`nst_engine.selection`, which runs the job).
-The reply carries ``image`` (h, w, 4: stylized RGB, the content's alpha) and, with a mask,
-``layer_mask`` (h, w) for the new layer.
+The reply carries ``image`` (h, w, 4: stylized RGB, the content's alpha) and, with a mask (or
+regions whose rest keeps the photo), ``layer_mask`` (h, w) for the new layer. Regions (a style per
+saved channel: ``regionK`` masks, ``regionK_style`` or ``regionK_style_file``, ``regions_rest``)
+are `nst_engine.bridge.regions`'.
 """
 from __future__ import annotations
 
@@ -23,11 +25,13 @@ import numpy as np
 
 from ..config import MAX_PIXELS, MAX_SIZE, StyleConfig
 from ..errors import EngineRuntimeError, InputError
+from . import regions as _regions
 from .timing import processed_long as _processed_long  # the dialog (timing.py) counts the same pixels
 
 MAX_MODEL_SESSIONS = 4  # onnxruntime sessions a long-lived server keeps (least recently loaded go)
 # The arrays each operation takes: name -> number of dimensions ([h, w, 3|4] or [h, w]).
-ARRAYS: dict[str, dict[str, int]] = {"stylize": {"content": 3, "mask": 2, "style": 3}, "texture": {"style": 3}}
+ARRAYS: dict[str, dict[str, int]] = {"stylize": {"content": 3, "mask": 2, "style": 3, **_regions.ARRAYS},
+                                     "texture": {"style": 3}}
 
 Progress = Callable[[dict[str, Any]], None]
 Arrays = dict[str, tuple[list[int], Any]]
@@ -116,6 +120,8 @@ def check_request(op: str, header: dict[str, Any], nbytes: int) -> None:
         _texture_shape(params)
     if op == "stylize":
         _options(params)  # a bad composite, model size, … is refused before the pixels are read
+        _regions.check_shapes(shapes)
+        _regions.rest_choice(params)
 
 
 def _texture_shape(params: dict[str, Any]) -> tuple[int, int]:
@@ -136,31 +142,41 @@ def _style_long_side(params: dict[str, Any], region_long: int) -> int:
     return math.ceil(_processed_long(region_long, _scale(params, region_long)) * style_scale)
 
 
-def _style(params: dict[str, Any], arrays: dict[str, tuple[list[int], Any]], region_long: int) -> np.ndarray:
-    style = _array(arrays, "style", (3,), (3, 4))
+def _style(params: dict[str, Any], arrays: dict[str, tuple[list[int], Any]], region_long: int,
+           name: str = "style") -> np.ndarray:
+    """The style image ``name`` (``style``, or ``regionK_style`` of a region): sent, or read from
+    ``<name>_file``."""
+    style = _array(arrays, name, (3,), (3, 4))
     if style is not None:
         return style[..., :3]
-    path = params.get("style_file")
+    path = params.get(f"{name}_file")
+    argument = name.replace("_", "-")
     if not path:
         raise InputError("style", None, "choose a style: a layer of an open image (Style layer) or an image file (Style file)")
     if not isinstance(path, str):
-        raise InputError("style-file", path, "must be a file name")
+        raise InputError(f"{argument}-file", path, "must be a file name")
     from ..image import read_image
 
-    return read_image(path, "style-file", max_side=_style_long_side(params, region_long))[..., :3]
+    return read_image(path, f"{argument}-file", max_side=_style_long_side(params, region_long))[..., :3]
+
+
+def _with_style(params: dict[str, Any], arrays: Arrays, region_long: int, name: str) -> Arrays:
+    style = np.ascontiguousarray(_style(params, arrays, region_long, name), dtype=np.float32)
+    return {**arrays, name: (list(style.shape), style)}
 
 
 def prepare_style(params: dict[str, Any], arrays: dict[str, tuple[list[int], Any]]
                   ) -> tuple[dict[str, Any], dict[str, tuple[list[int], Any]]]:
-    """Read ``style_file`` before the job takes the engine (the server calls this outside its lock)."""
-    if "style" in arrays or not params.get("style_file") or _param(params, "method", "iterative") == "model":
+    """Read ``style_file`` and the regions' style files before the job takes the engine (the
+    server calls this outside its lock)."""
+    if _param(params, "method", "iterative") == "model":
         return params, arrays
-    if "content" in arrays:
-        region = max(arrays["content"][0][:2])
-    else:
-        region = max(_texture_shape(params))
-    style = np.ascontiguousarray(_style(params, arrays, region), dtype=np.float32)
-    return params, {**arrays, "style": (list(style.shape), style)}
+    region = max(arrays["content"][0][:2]) if "content" in arrays else max(_texture_shape(params))
+    if "style" not in arrays and params.get("style_file"):
+        arrays = _with_style(params, arrays, region, "style")
+    for k, _ in _regions.style_files(params, arrays):
+        arrays = _with_style(params, arrays, region, f"region{k}_style")
+    return params, arrays
 
 
 def trim_caches() -> None:
@@ -232,24 +248,56 @@ def stylize(params: dict[str, Any], arrays: dict[str, tuple[list[int], Any]], pr
     h, w = content.shape[:2]
     reference = _int(params, "layer_long_side", max(h, w), 0, 10**6) or max(h, w)
     cfg = _config(params, _int(params, "size", StyleConfig.size, 1, MAX_SIZE))
-    styles = [_style(params, arrays, max(h, w))] if options.method == "iterative" else []
+    regions = _region_inputs(params, arrays, content, mask)
+    if regions and options.method != "iterative":
+        raise InputError("regions", len(regions), "regions work with the iterative method only: set Regions to 0, "
+                                                  "or choose Method Iterative")
+    rest = _regions.rest_choice(params)
+    if regions and rest == "style" and "style" not in arrays and not params.get("style_file"):
+        raise InputError("regions-rest", rest, "the rest of the image takes the style chosen under Style, but none "
+                                               "is chosen: choose a Style layer or file, or keep the photo there")
+    with_style = options.method == "iterative" and not (regions and rest == "photo")
+    styles = [_style(params, arrays, max(h, w))] if with_style else []
+    lm: np.ndarray | None
     try:
-        r = stylize_selection(content, mask, styles, cfg, options, reference_long=reference,
-                              callback=_progress_adapter(progress), stop=stop)
+        if regions:
+            out, lm, note, info = _regions.stylize_regions(content, mask, styles, regions, cfg, options, reference,
+                                                           _progress_adapter(progress), stop)
+            lm = lm if mask is not None or not styles else None  # no mask where the whole layer shows
+        else:
+            r = stylize_selection(content, mask, styles, cfg, options, reference_long=reference,
+                                  callback=_progress_adapter(progress), stop=stop)
+            out, lm, note, info = r.layer, (r.layer_mask if mask is not None else None), r.note, r.info
     except InputError as e:
         raise _as_argument(e) from None
-    out = r.layer
     if out.shape != (h, w, 3) or not np.isfinite(out).all():
         raise EngineRuntimeError(f"the engine returned an invalid image {out.shape}")
     alpha = content[..., 3:4] if content.shape[2] == 4 else np.ones((h, w, 1), np.float32)
     image = np.ascontiguousarray(np.concatenate([out.clip(0, 1), alpha], axis=2), dtype=np.float32)
     result: Arrays = {"image": (list(image.shape), image)}
-    if mask is not None:
-        lm = np.ascontiguousarray(r.layer_mask, dtype=np.float32).clip(0, 1)
+    if lm is not None:  # a selection, or regions keeping the photo around them
+        lm = np.ascontiguousarray(lm, dtype=np.float32).clip(0, 1)
         if lm.shape != (h, w):
             raise EngineRuntimeError(f"region compositing returned a mask of shape {lm.shape}")
         result["layer_mask"] = (list(lm.shape), lm)
-    return {"note": r.note, "timing": {"engine_s": r.info.get("seconds")}, "info": r.info}, result
+    return {"note": note, "timing": {"engine_s": info.get("seconds")}, "info": info}, result
+
+
+def _region_inputs(params: dict[str, Any], arrays: Arrays, content: np.ndarray, mask: np.ndarray | None
+                   ) -> list[_regions.RegionInput]:
+    """The request's regions (`nst_engine.bridge.regions`), their arrays checked like the others."""
+    masks: dict[str, np.ndarray] = {}
+    styles: dict[str, np.ndarray] = {}
+    for k, _ in _regions.style_files(params, arrays):  # not read yet (`prepare_style` reads them first)
+        arrays = _with_style(params, arrays, max(content.shape[:2]), f"region{k}_style")
+    for name, ndim in _regions.ARRAYS.items():
+        a = _array(arrays, name, (ndim,), (3, 4) if ndim == 3 else ())
+        if a is None:
+            continue
+        if ndim == 2 and a.shape != content.shape[:2]:
+            raise InputError(f"{name}-channel", list(a.shape), f"must match the image {list(content.shape[:2])}")
+        (masks if ndim == 2 else styles)[name] = a
+    return _regions.region_inputs(params, masks, styles, mask)
 
 
 def texture(params: dict[str, Any], arrays: dict[str, tuple[list[int], Any]], progress: Progress,
