@@ -19,6 +19,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "nst_engine.cli.train",  # train (feed-forward models)
     "nst_engine.gimp_install",  # gimp-install
     "nst_engine.cli.serve",  # serve (the engine server, for GIMP from Flatpak)
+    "nst_engine.cli.video",  # video (frames, animations, video files)
 )
 # The module of each command, so that `nst blend …` imports only what blend needs (start-up time
 # counts for a one-shot command); a command missing here still works (all modules are loaded).
@@ -26,7 +27,7 @@ COMMAND_MODULE: dict[str, str] = {
     "stylize": COMMAND_MODULES[0], "reconstruct": COMMAND_MODULES[0], "texture": COMMAND_MODULES[0],
     "blend": COMMAND_MODULES[1], "recolor": COMMAND_MODULES[1],
     "train": COMMAND_MODULES[2], "models": COMMAND_MODULES[2], "gimp-install": COMMAND_MODULES[3],
-    "serve": COMMAND_MODULES[4],
+    "serve": COMMAND_MODULES[4], "video": COMMAND_MODULES[5],
 }
 
 
