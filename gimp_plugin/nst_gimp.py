@@ -23,7 +23,8 @@ HERE = os.path.dirname(os.path.realpath(__file__))
 if HERE not in sys.path:
     sys.path.insert(0, HERE)
 from nst_gimp_layers import (  # noqa: E402  (next to this file)
-    MARGIN, MASK, UserError, layer_mode, new_layer, offsets, read_pixels, selected_layers, targets, write_pixels)
+    MARGIN, MASK, UserError, chosen_regions, layer_mode, new_layer, offsets, read_channel, read_pixels,
+    selected_layers, style_input, targets, write_pixels)
 from nst_gimp_spec import (  # noqa: E402  (next to this file; no gi)
     INSTALL_HINT, STYLIZE_HELP, load_spec, missing_arguments, not_installed_message, spec_mismatch_message,
     unexpected_error_message)
@@ -63,6 +64,8 @@ def add_argument(proc, a):
         proc.add_boolean_argument(name, nick, blurb, bool(a.get("default")), flags)
     elif kind == "layer":
         proc.add_layer_argument(name, nick, blurb, True, flags)
+    elif kind == "channel":
+        proc.add_channel_argument(name, nick, blurb, True, flags)
     elif kind == "file":
         proc.add_file_argument(name, nick, blurb, Gimp.FileChooserAction.OPEN, True, None, flags)
     else:
@@ -178,7 +181,7 @@ def _params(config, spec, proc_name):
     """The procedure's arguments as JSON for the engine (names with '_'); files as paths."""
     params = {}
     for a in spec["procedures"][proc_name]:
-        if a["type"] in ("layer", "file"):
+        if a["type"] in ("layer", "file", "channel"):
             continue
         params[a["name"].replace("-", "_")] = config.get_property(a["name"])
     return params
@@ -198,24 +201,6 @@ def _model(config, spec):
     arg = next((a for a in spec["procedures"][PROC_STYLIZE] if a["name"] == "model"), {})
     label = next((c.get("label") for c in arg.get("choices", []) if c["nick"] == nick), None) or nick
     return nick, label.split(" (")[0]
-
-
-def _style(config):
-    """(style name, params to add, arrays to add) from style-layer or style-file."""
-    layer = config.get_property("style-layer")
-    if layer is not None:
-        if not layer.is_valid():
-            raise UserError("The style layer no longer exists. Choose another Style layer.")
-        w, h = layer.get_width(), layer.get_height()
-        data = read_pixels(layer, 0, 0, w, h)
-        return layer.get_name(), {}, {"style": ([h, w, 4], data)}
-    gfile = config.get_property("style-file")
-    path = gfile.get_path() if gfile is not None else None
-    if not path:
-        raise UserError("Choose a style: a layer of an open image (Style layer) or an image file (Style file).")
-    if not os.path.isfile(path):
-        raise UserError("The style file %s does not exist. Choose another Style file." % path)
-    return os.path.splitext(os.path.basename(path))[0], {"style_file": path}, {}
 
 
 def _log_timing(proc_name, engine, extra):
@@ -269,17 +254,36 @@ def _dialog_regions(procedure, image, drawables):
         return []
 
 
+def _regions(image, config, params):
+    """(regions [(k, channel)], their style names, params and arrays to add) of the Regions arguments."""
+    if params.get("regions") and params.get("method", "iterative") != "iterative":
+        raise UserError("Regions work with the Iterative method only: set Regions to 0, or choose Method Iterative.")
+    regions = chosen_regions(image, config)
+    names, extra, arrays = [], {}, {}
+    for k, channel in regions:
+        name, style_params, style_arrays = style_input(config, "region%d-" % k)
+        names.append(name)
+        extra.update(style_params, **{"region%d_channel" % k: channel.get_name()})
+        arrays.update(style_arrays)
+    return regions, names, extra, arrays
+
+
 def stylize(procedure, image, drawables, config, spec, engine):
     layers = selected_layers(drawables)
     params = _params(config, spec, PROC_STYLIZE)
     method = params.get("method", "iterative")
+    regions, region_names, region_params, style_arrays = _regions(image, config, params)
+    params.update(region_params)
     if method == "model":
         params["model"], label = _model(config, spec)
-        label, style_arrays = "%s (model)" % label, {}
+        label = "%s (model)" % label
+    elif regions and params.get("regions_rest", "photo") == "photo":
+        label = "%s (%s)" % (" + ".join(region_names), method)  # the Style is not used
     else:
-        style_name, style_params, style_arrays = _style(config)
+        style_name, style_params, main_arrays = style_input(config)
         params.update(style_params)
-        label = "%s (%s)" % (style_name, method)
+        style_arrays.update(main_arrays)
+        label = "%s (%s)" % (" + ".join([style_name] + region_names), method)
     has_selection = not Gimp.Selection.is_empty(image)
     selection = image.get_selection()
     todo = targets(image, layers, _margin())
@@ -294,6 +298,8 @@ def stylize(procedure, image, drawables, config, spec, engine):
         arrays["content"] = ([rh, rw, 4], read_pixels(layer, x0, y0, rw, rh))
         if has_selection:
             arrays["mask"] = ([rh, rw], read_pixels(selection, x0 + ox, y0 + oy, rw, rh, MASK, Gegl.AbyssPolicy.NONE))
+        for k, channel in regions:
+            arrays["region%d" % k] = ([rh, rw], read_channel(channel, layer, x0, y0, rw, rh))
         progress.start(i, layer.get_name())
         call_params = dict(params, layer_long_side=max(w, h))
         t0 = time.monotonic()
@@ -304,14 +310,14 @@ def stylize(procedure, image, drawables, config, spec, engine):
             raise UserError("The NST engine returned an image of the wrong shape %r (expected %r). %s"
                             % (image_px and image_px[0], [rh, rw, 4], INSTALL_HINT))
         check_floats(bridge.protocol.to_native(image_px[1]), rh * rw * 16, "the image")
-        mask_px = out.get("layer_mask")
-        if has_selection:
+        mask_px = out.get("layer_mask")  # with a selection, or regions that keep the photo around them
+        if mask_px is not None or has_selection:
             if mask_px is None or list(mask_px[0]) != [rh, rw]:
                 raise UserError("The NST engine returned no valid layer mask. %s" % INSTALL_HINT)
             check_floats(bridge.protocol.to_native(mask_px[1]), rh * rw * 4, "the layer mask")
         if header.get("note"):
             Gimp.message(header["note"])
-        results.append((layer, (x0, y0, rw, rh), image_px[1], mask_px[1] if has_selection else None))
+        results.append((layer, (x0, y0, rw, rh), image_px[1], mask_px[1] if mask_px is not None else None))
 
     # Everything computed: now change the image, as one undo step.
     mode = layer_mode(spec, params.get("layer_mode", "normal"))
@@ -339,7 +345,7 @@ def stylize(procedure, image, drawables, config, spec, engine):
 
 def texture(procedure, image, drawables, config, spec, engine):
     params = _params(config, spec, PROC_TEXTURE)
-    style_name, style_params, style_arrays = _style(config)
+    style_name, style_params, style_arrays = style_input(config)
     params.update(style_params)
     if Gimp.Selection.is_empty(image):
         x0, y0, w, h, mask = 0, 0, image.get_width(), image.get_height(), None

@@ -32,9 +32,13 @@ PLUGIN_BINARY = "nst-gimp"
 HERE = os.path.dirname(os.path.realpath(__file__))
 STATE_FILE = os.path.join(HERE, "nst-gimp-dialog.json")  # the dialog has been used (see _first_use)
 
+MAX_REGIONS = 4  # region1-… to region4-… (nst_engine/bridge/arguments.py)
+REGION_ARGUMENTS = ["regions"] + ["region%d-%s" % (k, what) for k in range(1, MAX_REGIONS + 1)
+                                  for what in ("channel", "style-layer", "style-file")] + ["regions-rest"]
 # (key, frame title, arguments) in dialog order; arguments a spec lacks are left out.
 GROUPS = {
     PROC_STYLIZE: [("style", "Style", ["style-layer", "style-file"]),
+                   ("regions", "Regions (Iterative)", REGION_ARGUMENTS),
                    ("model", "Model", ["model", "model-file", "model-size"]),
                    ("engine", "Optimizer", ["steps", "size", "style-weight"]),
                    ("result", "Result", ["preserve-colors", "composite", "layer-mode", "opacity"])],
@@ -106,25 +110,28 @@ def _remember_use():
         pass  # a read-only plug-in folder: the first-use defaults simply apply again
 
 
-def _refresh_layer_preview(dialog, config):
+def _refresh_layer_previews(dialog, config, args):
     """GIMP 3.0's layer chooser draws no thumbnail for a value set before it was laid out:
-    set the value again once the dialog is on screen."""
-    layer = config.get_property("style-layer") if config.find_property("style-layer") else None
-    if layer is None:
-        return
+    set the value again once the dialog is on screen (each layer and channel argument)."""
+    for a in args.values():
+        if a["type"] in ("layer", "channel") and config.get_property(a["name"]) is not None:
+            _refresh_preview(dialog, a["name"], config.get_property(a["name"]))
+
+
+def _refresh_preview(dialog, name, drawable):
     try:
-        chooser = dialog.get_widget("style-layer", GObject.TYPE_NONE)
+        chooser = dialog.get_widget(name, GObject.TYPE_NONE)
         if chooser is None:
-            raise TypeError("the dialog has no style-layer widget")
+            raise TypeError("the dialog has no %s widget" % name)
     except COSMETIC_ERRORS as e:  # the chooser still works, without the first thumbnail
-        _cosmetic_failed("the style layer's thumbnail", e)
+        _cosmetic_failed("the thumbnail of %s" % name, e)
         return
 
     def again(*_):
         try:
-            chooser.set_drawable(layer)
+            chooser.set_drawable(drawable)
         except COSMETIC_ERRORS as e:  # as above
-            _cosmetic_failed("the style layer's thumbnail", e)
+            _cosmetic_failed("the thumbnail of %s" % name, e)
         return False
 
     chooser.connect("size-allocate", lambda *a: GLib.idle_add(again))
@@ -234,7 +241,7 @@ def show_dialog(procedure, config, spec, engine, regions=()):
     visibility.apply()
     for prop in visibility.watched:
         handlers.append(config.connect("notify::" + prop, lambda *_: visibility.apply(shrink=True)))
-    _refresh_layer_preview(dialog, config)
+    _refresh_layer_previews(dialog, config, args)
     ok = dialog.run()
     for h in handlers:
         config.disconnect(h)

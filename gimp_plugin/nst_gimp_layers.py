@@ -2,7 +2,10 @@
 #
 # Installed by `nst gimp-install` next to nst-gimp.py. gi and the standard library only; every
 # call happens on GIMP's main thread.
-"""Reading and writing GIMP pixels as float32, the part of each layer to process, new layers."""
+"""Reading and writing GIMP pixels as float32, the part of each layer to process, new layers,
+the style images and the regions' channels."""
+import os
+
 import gi
 
 gi.require_version("Gimp", "3.0")
@@ -80,3 +83,57 @@ def targets(image, layers, margin=MARGIN):
         x1, y1 = min(w, sx + sw + margin), min(h, sy + sh + margin)
         out.append((layer, (x0, y0, x1 - x0, y1 - y0)))
     return out
+
+
+# ---------------------------------------------------------------------------------------------
+# styles and regions (arguments style-layer/-file, regionK-channel/-style-layer/-style-file)
+# ---------------------------------------------------------------------------------------------
+
+def style_input(config, prefix=""):
+    """(name, params, arrays) of the style in ``<prefix>style-layer`` (its pixels as the array
+    ``<key>``) or else ``<prefix>style-file`` (its path as the parameter ``<key>_file``); the key
+    is ``style``, or ``regionK_style`` for the prefix ``regionK-``."""
+    key = prefix.replace("-", "_") + "style"
+    title = "Region %s style" % prefix[len("region"):-1] if prefix else "Style"
+    layer = config.get_property(prefix + "style-layer")
+    if layer is not None:
+        if not layer.is_valid():
+            raise UserError("The %s layer no longer exists. Choose another %s layer." % (title.lower(), title))
+        w, h = layer.get_width(), layer.get_height()
+        return layer.get_name(), {}, {key: ([h, w, 4], read_pixels(layer, 0, 0, w, h))}
+    gfile = config.get_property(prefix + "style-file")
+    path = gfile.get_path() if gfile is not None else None
+    if not path:
+        first = "Choose a style:" if not prefix else "%s has no style. Choose" % title[:-len(" style")]
+        raise UserError("%s a layer of an open image (%s layer) or an image file (%s file)." % (first, title, title))
+    if not os.path.isfile(path):
+        raise UserError("The style file %s does not exist. Choose another %s file." % (path, title))
+    return os.path.splitext(os.path.basename(path))[0], {key + "_file": path}, {}
+
+
+def chosen_regions(image, config):
+    """[(k, channel)] of regions 1..Regions (the ``regions`` argument; none where the procedure
+    lacks it), each channel checked: set, still there, of this image (a layer mask will do)."""
+    n = int(config.get_property("regions")) if config.find_property("regions") is not None else 0
+    out = []
+    for k in range(1, n + 1):
+        channel = config.get_property("region%d-channel" % k)
+        if channel is None:
+            raise UserError("Region %d has no channel: choose one in Region %d channel (Select ▸ Save to Channel "
+                            "keeps a selection as one), or set Regions to %d." % (k, k, k - 1))
+        if not channel.is_valid():
+            raise UserError("The channel of region %d no longer exists. Choose another Region %d channel." % (k, k))
+        owner = channel.get_image()
+        if owner is None or owner.get_id() != image.get_id():
+            raise UserError("The channel %r of region %d belongs to another image: choose a channel of this image "
+                            "(Region %d channel)." % (channel.get_name(), k, k))
+        out.append((k, channel))
+    return out
+
+
+def read_channel(channel, layer, x, y, w, h):
+    """The coverage (Y float, 0..1) of ``channel`` over the rectangle x, y, w, h of ``layer`` (in
+    the layer's coordinates): channels span the canvas, a layer mask its layer; 0 beyond it."""
+    lx, ly = offsets(layer)
+    cx, cy = offsets(channel)
+    return read_pixels(channel, x + lx - cx, y + ly - cy, w, h, MASK, Gegl.AbyssPolicy.NONE)

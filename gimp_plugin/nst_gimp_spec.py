@@ -25,10 +25,19 @@ shipped model (the model argument's choices, e.g. "starry-night"), or "file" wit
 .onnx file made by `nst train`; model-size is the long side the layer is painted at (0: full
 resolution). preserve-colors, composite, layer-mode and opacity apply to both methods.
 
+Regions (iterative only; Gatys et al. 2017 spatial control): regions = N paints region k = 1..N,
+the part of the image that channel regionK-channel selects (a saved selection or a layer mask;
+white = inside, soft edges blend), in the style of regionK-style-layer or, when unset,
+regionK-style-file. regions-rest: "photo" (the part no region covers stays the photo: the new
+layer's mask is the regions, times the selection if any) or "style" (it takes style-layer /
+style-file). A selection still limits everything.
+
 Example (Python-Fu): proc = Gimp.get_pdb().lookup_procedure("plug-in-nst-stylize");
 cfg = proc.create_config(); set image and drawables; cfg.set_property("method", "model");
 cfg.set_property("model", "starry-night") (or "file", and model-file to
-Gio.File.new_for_path("/path/my.onnx")); proc.run(cfg).
+Gio.File.new_for_path("/path/my.onnx")); proc.run(cfg). Regions: cfg.set_property("regions", 2);
+cfg.set_property("region1-channel", image.get_channel_by_name("sky")); cfg.set_property(
+"region1-style-layer", layer) (or "region1-style-file"); the same for region 2.
 """
 
 

@@ -28,6 +28,9 @@ import gimpchroot  # noqa: E402
 
 pytestmark = pytest.mark.gimp
 GIMP_TIMEOUT = 300
+# NST_GIMP_ONLY=regions,regions_errors: the driver runs only these checks (a quicker session while
+# working on one feature); the tests of the others skip.
+ONLY = os.environ.get("NST_GIMP_ONLY", "")
 OUT_INSIDE = "/nst-out"
 PLUGIN_INSIDE = f"{OUT_INSIDE}/config/GIMP/3.0/plug-ins/nst-gimp"
 
@@ -69,6 +72,12 @@ def gimp(tmp_path_factory):
     im = Image.new("RGB", (32, 32))
     im.putdata(px)
     im.save(out / "style.png")
+    # A second style file, unlike the stripes (big yellow dots on violet), for a region.
+    dots = [((240, 220, 40) if (x % 12 - 6) ** 2 + (y % 12 - 6) ** 2 < 16 else (90, 30, 120))
+            for y in range(36) for x in range(36)]
+    im = Image.new("RGB", (36, 36))
+    im.putdata(dots)
+    im.save(out / "dots.png")
     from nst_engine.models import model_catalog
 
     models = [e.name for e in model_catalog()]
@@ -89,6 +98,7 @@ def gimp(tmp_path_factory):
         "NST_BRIDGE_STATE_DIR": f"{OUT_INSIDE}/state", "NST_GIMP_TIMING_LOG": f"{OUT_INSIDE}/timing.jsonl",
         "NST_TEST_OUT": OUT_INSIDE, "NST_TEST_PLUGIN_DIR": PLUGIN_INSIDE, "LANG": "C.UTF-8",
         "PATH": "/usr/sbin:/usr/bin:/sbin:/bin",
+        "NST_GIMP_ONLY": ONLY,
     }
     driver = HERE / "gimp" / "driver.py"
     cmd = ["env", "-i", *(f"{k}={v}" for k, v in env.items()), "gimp-console-3.0", "-i", "-d", "-f", "--quit",
@@ -122,6 +132,8 @@ def gimp(tmp_path_factory):
 
 
 def _check(gimp, name):
+    if ONLY and name not in ONLY.split(","):
+        pytest.skip(f"NST_GIMP_ONLY={ONLY}")
     r = gimp.get(name)
     assert r is not None, f"check {name} did not run; GIMP output:\n{gimp['_meta']['log_tail']}"
     assert "exception" not in r, r["exception"]
@@ -336,6 +348,34 @@ def test_install_timed_an_optimizer_step(gimp):
     method = {a["name"]: a for a in spec["procedures"]["plug-in-nst-stylize"]}["method"]
     assert method["default"] == "iterative"
     assert method["dialog_default"] == ("iterative" if torch.cuda.is_available() else "model")
+
+
+def test_regions_from_a_channel_and_a_layer_mask(gimp):
+    """Two regions (a saved channel; a hidden layer's mask at an offset), two styles (a layer, a
+    file), inside a selection, the rest keeping the photo: each region differs from a run with the
+    one Stripes style; outside the selection and outside every region nothing changes."""
+    r = _check(gimp, "regions")
+    assert r["status"] == "success", r.get("message")
+    assert len(r["new_layers"]) == 1 and r["new_layers"][0]["has_mask"], r
+    assert r["new_layers"][0]["name"] == "Checks + dots (iterative)"  # the Stripes style layer is not used
+    assert r["position"] == ["matte", "Checks + dots (iterative)", "photo"]  # right above its source
+    assert r["n_left"] == 16 * 32 and r["n_right"] == 16 * 32 and r["n_between"] == 8 * 32
+    assert r["shown_untouched_max_diff"] == 0.0  # what GIMP shows there is the original, bit for bit
+    assert r["new_untouched_max_diff"] == 0.0 and r["mask_untouched_max"] == 0.0
+    assert r["mask_left_min"] > 0.0 and r["mask_right_min"] > 0.0
+    assert r["left_vs_source"] > 0.01 and r["right_vs_source"] > 0.01  # each region was painted
+    assert r["single_status"] == "success" and r["single_vs_source"] > 0.01
+    assert r["left_vs_single"] > 0.01 and r["right_vs_single"] > 0.01, r  # in its own style, not the Stripes
+    assert r["source_unchanged"] and r["channels_after"] == ["left"]
+
+
+@pytest.mark.parametrize("case,words", [
+    ("no_style", "Region 1 has no style"), ("no_channel", "Region 2 has no channel"),
+    ("model", "Iterative method only"), ("other_image", "belongs to another image")])
+def test_regions_errors_are_clear_messages(gimp, case, words):
+    r = _check(gimp, "regions_errors")[case]
+    assert r["status"] == "execution-error" and words in r["message"], r
+    assert not r["new_layers"] and r["source_unchanged"]
 
 
 def test_driver_finished(gimp):

@@ -275,3 +275,36 @@ def test_gimp_tests_skip_outside_ci_and_fail_in_it(environ: dict[str, str], plat
         assert verdict is None
     else:
         assert verdict is not None and verdict[0] == expected[0] and expected[1] in verdict[1], verdict
+
+
+# --------------------------------------------------------------------------------------------
+# regions: the arguments, the plug-in's registration and the bridge agree
+# --------------------------------------------------------------------------------------------
+
+def test_region_arguments_are_registered_and_shown() -> None:
+    """regions, regionK-channel/-style-layer/-style-file and regions-rest: last among the PDB
+    arguments (older scripts keep their positions), every argument type has a registration branch
+    in the plug-in, and the dialog lays out the same names."""
+    from nst_engine.bridge import arguments, regions
+
+    args = arguments.spec()["procedures"]["plug-in-nst-stylize"]
+    names = [a["name"] for a in args]
+    region_names = ["regions"] + [f"region{k}-{what}" for k in range(1, arguments.MAX_REGIONS + 1)
+                                  for what in ("channel", "style-layer", "style-file")] + ["regions-rest"]
+    assert names[-len(region_names):] == region_names
+    assert arguments.MAX_REGIONS == regions.MAX_REGIONS == 4
+    by_name = {a["name"]: a for a in args}
+    assert (by_name["regions"]["type"], by_name["regions"]["min"], by_name["regions"]["max"]) == ("int", 0, 4)
+    assert "show_if" not in by_name["regions"]  # seen with either method: the model method refuses regions
+    assert by_name["region3-channel"]["type"] == "channel"
+    assert by_name["region3-style-layer"]["show_if"] == {"method": ["iterative"], "regions": [3, 4]}
+    assert [c["nick"] for c in by_name["regions-rest"]["choices"]] == list(regions.RESTS)
+    assert by_name["regions-rest"]["default"] == "photo"
+    plugin = (REPO / "gimp_plugin" / "nst_gimp.py").read_text(encoding="utf-8")
+    for kind in {a["type"] for a in args}:
+        assert f'kind == "{kind}"' in plugin, f"nst_gimp.add_argument does not register {kind} arguments"
+    dialog = ast.parse((REPO / "gimp_plugin" / "nst_gimp_dialog.py").read_text(encoding="utf-8"))
+    assigned = {t.id: n.value for n in dialog.body if isinstance(n, ast.Assign) for t in n.targets
+                if isinstance(t, ast.Name)}
+    assert ast.literal_eval(assigned["MAX_REGIONS"]) == arguments.MAX_REGIONS
+    assert "regions-rest" in ast.unparse(assigned["REGION_ARGUMENTS"])

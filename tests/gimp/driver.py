@@ -26,8 +26,13 @@ def save():
     os.replace(os.path.join(OUT, "results.json.tmp"), os.path.join(OUT, "results.json"))
 
 
+ONLY = set(filter(None, os.environ.get("NST_GIMP_ONLY", "").split(",")))  # run only these checks (all if empty)
+
+
 def check(name):
     def deco(fn):
+        if ONLY and name not in ONLY:
+            return fn
         t0 = time.monotonic()
         try:
             r = fn()
@@ -467,6 +472,8 @@ def _():
 exec(open(os.path.join(DRIVER_DIR, "driver_models.py")).read())
 # GIMP from Flatpak: no engine of its own, `nst serve` started outside (same namespace).
 exec(open(os.path.join(DRIVER_DIR, "driver_flatpak.py")).read())
+# Regions: a style per saved channel or layer mask (same namespace).
+exec(open(os.path.join(DRIVER_DIR, "driver_regions.py")).read())
 
 results["done"] = True
 save()
