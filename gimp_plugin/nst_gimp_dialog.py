@@ -17,7 +17,8 @@ import gi
 
 gi.require_version("Gimp", "3.0")
 gi.require_version("GimpUi", "3.0")
-from gi.repository import GimpUi, GLib, GObject  # noqa: E402
+gi.require_version("Gtk", "3.0")
+from gi.repository import GimpUi, GLib, GObject, Gtk  # noqa: E402
 
 from nst_bridge.state import BridgeError  # noqa: E402  (copied next to the plug-in by `nst gimp-install`)
 
@@ -33,8 +34,9 @@ HERE = os.path.dirname(os.path.realpath(__file__))
 STATE_FILE = os.path.join(HERE, "nst-gimp-dialog.json")  # the dialog has been used (see _first_use)
 
 MAX_REGIONS = 4  # region1-… to region4-… (nst_engine/bridge/arguments.py)
+REGION_PARTS = (("channel", "Region %d"), ("style-layer", "style"), ("style-file", "or file"))  # one row each
 REGION_ARGUMENTS = ["regions"] + ["region%d-%s" % (k, what) for k in range(1, MAX_REGIONS + 1)
-                                  for what in ("channel", "style-layer", "style-file")] + ["regions-rest"]
+                                  for what, _ in REGION_PARTS] + ["regions-rest"]
 # (key, frame title, arguments) in dialog order; arguments a spec lacks are left out.
 GROUPS = {
     PROC_STYLIZE: [("style", "Style", ["style-layer", "style-file"]),
@@ -150,6 +152,36 @@ def _soft_ranges(dialog, args):
                 _cosmetic_failed("the slider range of %s" % a["name"], e)
 
 
+def _short_label(widget, text):
+    """A chooser's label (the argument's nick) shortened for a row of the Regions frame."""
+    if hasattr(widget, "set_label"):  # GimpFileChooser
+        widget.set_label(text)
+    else:  # GimpDrawableChooser: its label widget
+        widget.get_label().set_text(text)
+
+
+def _region_rows(dialog, names, frames):
+    """``names`` of the Regions frame with each region's channel, style layer and style file on
+    one row ("Region 1 [channel] style [layer] or file [file]"), so four regions keep the dialog
+    short; each row is hidden with its arguments (appended to ``frames``)."""
+    rows = []
+    for k in range(1, MAX_REGIONS + 1):
+        row = ["region%d-%s" % (k, what) for what, _ in REGION_PARTS]
+        if not all(n in names for n in row):
+            continue
+        box = dialog.fill_box("region%d-row" % k, row)
+        try:
+            box.set_orientation(Gtk.Orientation.HORIZONTAL)
+            box.set_spacing(12)
+            for n, (_, text) in zip(row, REGION_PARTS, strict=True):
+                _short_label(dialog.get_widget(n, GObject.TYPE_NONE), text % k if "%d" in text else text)
+        except COSMETIC_ERRORS as e:  # the region's choosers stack up, with their full labels
+            _cosmetic_failed("the row of region %d" % k, e)
+        frames.append((box, row))
+        rows.append("region%d-row" % k)
+    return [n for n in names if n == "regions"] + rows + [n for n in names if n == "regions-rest"]
+
+
 class _Visibility:
     """Shows each argument (and each frame) only when its ``show_if`` matches the config."""
 
@@ -228,7 +260,7 @@ def show_dialog(procedure, config, spec, engine, regions=()):
         if not names:
             continue
         dialog.get_label(key + "-title", title_text, False, False)
-        dialog.fill_box(key + "-box", names)
+        dialog.fill_box(key + "-box", _region_rows(dialog, names, frames) if key == "regions" else names)
         frames.append((dialog.fill_frame(key + "-frame", key + "-title", False, key + "-box"), names))
         frame_ids.append(key + "-frame")
     _wrapped(dialog.get_label("intro", INTRO[name], False, False))
