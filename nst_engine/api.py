@@ -26,7 +26,7 @@ from .image import check_array, fit_long_side, to_tensor
 from .losses import Objective, content_terms, histogram_terms, style_terms
 from .optim import OptimizeResult, Progress, ProgressCallback, StopFlag, optimize, to_numpy
 from .options import StylizeOptions
-from . import thin
+from . import scale_control, thin
 from .plan import MIN_TILE, TILE_BELOW_HISTORY, Scale, make_plan
 from .regions import Region, RegionSet
 from .regions import prepare as prepare_regions
@@ -173,19 +173,17 @@ def stylize(
     callback: ProgressCallback | None = None,
     stop: StopFlag | threading.Event | None = None,
     regions: Sequence[Region] = (),
+    scale_styles: Sequence[np.ndarray] = (),
 ) -> StyleResult:
     """Gatys et al. style transfer of ``styles`` onto ``content``; with ``regions`` (spatial
     control, `nst_engine.regions`) each region's mask gets its own style, and ``styles`` (may be
-    empty then) only the part no region covers."""
+    empty then) only the part no region covers. ``scale_styles`` (scale control,
+    `nst_engine.scale_control`): one style image per scale of ``config.scales``, coarse to fine,
+    instead of ``styles``."""
     # 1. Check inputs.
     cfg, device, gen = _setup(config)
     content_a = check_array(content, "content")
-    style_list = [styles] if isinstance(styles, np.ndarray) else list(styles)
-    if not style_list and not regions:
-        raise InputError("styles", style_list, "at least one style image is needed")
-    style_a = [check_array(s, f"styles[{i}]") for i, s in enumerate(style_list)]
-    if cfg.style_blend and len(cfg.style_blend) != len(style_a):
-        raise InputError("style_blend", cfg.style_blend, f"needs one weight per style image ({len(style_a)})")
+    style_a = scale_control.style_images(styles, scale_styles, cfg, bool(regions))
     region_a = [check_array(r.style, f"{r.argument or f'regions[{k}]'}.style") for k, r in enumerate(regions)]
     if regions and cfg.tile:
         raise InputError("tile", cfg.tile, "spatial control (--region) cannot run in tiles; leave --tile at 0 "
@@ -200,7 +198,7 @@ def stylize(
     #    thinner than VGG-19 allows at the coarsest scale are mirrored out (cropped back at 6).
     hist_layers = cfg.histogram_layers if cfg.histogram_weight > 0 else ()
     layers = [*cfg.content_layers, *cfg.style_layers, *hist_layers]
-    content_in, style_in, pad = thin.pad_inputs(content_in, style_in, cfg, layers)
+    content_in, style_in, pad = thin.pad_inputs(content_in, style_in, scale_control.padding_config(cfg, layers), layers)
     region_set = prepare_regions(regions, region_in, content_a.shape[:2], pad, bool(style_a), cfg, layers) \
         if regions else None
     plan = make_plan(content_in.shape[:2], cfg.size, cfg.steps, deepest(layers), device, scales=cfg.scales,
@@ -213,8 +211,8 @@ def stylize(
         sc = planned
         for attempt in range(OOM_RETRIES + 1):
             try:
-                r = _stylize_scale(sc, i, len(plan), x, content_in, style_in, cfg, encoder, layers, hist_layers,
-                                   gen, device, callback, stop, region_set)
+                r = _stylize_scale(sc, i, len(plan), x, content_in, scale_control.at_scale(style_in, i, bool(scale_styles)),
+                                   cfg, encoder, layers, hist_layers, gen, device, callback, stop, region_set)
                 break
             except (torch.OutOfMemoryError, RuntimeError) as e:
                 # The plan's estimate was short (another process took memory, an allocator's
@@ -259,15 +257,14 @@ def _stylize_scale(
     """One scale of `stylize`: its targets, its start image, its optimisation."""
     # 4. Images at this scale, and the loss targets.
     content_t = to_tensor(content_in, sc.shape, device)
-    style_size = max(1, round(sc.size * cfg.style_scale))
-    style_t = [to_tensor(s, fit_long_side(s.shape[0], s.shape[1], style_size), device) for s in style_in]
+    style_t, blend, style_size = scale_control.style_targets(style_in, sc.size, cfg, device)
     # The targets in fp32 under the hybrid (computed once: a hybrid target cost the hybrid's
     # final loss up to 10 % in bench/bench_precision.py).
     with fp32_under_hybrid():
         if regions is not None:  # guided Grams per region; STYLE images for the rest only
             style, first_style = regions.terms(encoder, sc.shape, style_size, style_t, cfg, device)
         else:
-            style = style_terms(encoder, style_t, cfg.style_blend, cfg.style_layers, cfg.style_layer_weights,
+            style = style_terms(encoder, style_t, blend, cfg.style_layers, cfg.style_layer_weights,
                                 cfg.style_weight, tile=sc.tile) if cfg.style_weight > 0 else []
             first_style = style_t[0]
         objective = Objective(
@@ -364,6 +361,8 @@ def texture(
     is noise (``init`` content), the style or ``init``'s file.
     """
     cfg, device, gen = _setup(config)
+    if cfg.style_scales:
+        raise InputError("style_scales", cfg.style_scales, "stylize only; a texture is analysed at style_scale")
     style_list = [style] if isinstance(style, np.ndarray) else list(style)
     if not style_list:
         raise InputError("style", style_list, "at least one style image is needed")

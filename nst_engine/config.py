@@ -44,6 +44,11 @@ class StyleConfig:
     style_scale: float = field(
         default=1.0, metadata=_opt("style image long side relative to --size", lo=0.01, hi=16.0)
     )
+    style_scales: tuple[float, ...] = field(
+        default=(), metadata=_opt("scale control: the style image(s) at several long sides relative to --size, their "
+                                  "Gram statistics blended, so one painting gives its large and its fine structure at "
+                                  "once (e.g. 0.5,2); instead of --style-scale; --style-blend then weights these sizes")
+    )
     scales: tuple[int, ...] = field(
         default=(), metadata=_opt("coarse-to-fine long sides, e.g. 512,1024,2048 (the last is the output); "
                                   "default: automatic above 384 px, at most 3 scales from ≥ 256 px")
@@ -144,6 +149,13 @@ class StyleConfig:
             raise InputError("scales", self.scales, f"each must be a whole number of px, 1..{MAX_SIZE}")
         if any((not isinstance(v, int)) or v < 0 for v in self.scale_steps):
             raise InputError("scale_steps", self.scale_steps, "each must be a whole number >= 0")
+        if any(not 0.01 <= v <= 16.0 for v in self.style_scales):
+            raise InputError("style_scales", self.style_scales, "each must be between 0.01 and 16")
+        if self.style_scales and self.style_scale != 1.0:
+            raise InputError("style_scales", self.style_scales, "give style_scale or style_scales, not both")
+        if self.style_scales and self.style_blend and len(self.style_blend) != len(self.style_scales):
+            raise InputError("style_blend", self.style_blend,
+                             f"with style_scales it weights the sizes: one weight per size ({len(self.style_scales)})")
         if self.scales and self.scale_steps and len(self.scale_steps) != len(self.scales):
             raise InputError("scale_steps", self.scale_steps, f"needs one step count per scale ({len(self.scales)})")
         for name in ("content_layers", "style_layers", "histogram_layers"):

@@ -56,7 +56,9 @@ class StylizeOptions:
         "are painted). It is for the whole image: a selection is painted at the same scale",
         lo=0, hi=MAX_SIZE, metavar="PX", group=_MODEL))
     strength: float = field(default=1.0, metadata=option(
-        "blend the model's painting with the content, 0..1", lo=0.0, hi=1.0, group=_MODEL))
+        "how much of the model's painting: the output is STRENGTH x painting + (1 - STRENGTH) x the photo, pixel by "
+        "pixel (a cross-fade, after --preserve-colors: 0.5 lays the painting half transparent over the photo; the "
+        "network itself paints as strongly as ever, with strokes of the same size); 0..1", lo=0.0, hi=1.0, group=_MODEL))
     overlap: int | None = field(default=None, metadata=option(
         "tile overlap in px of the model's tiles", lo=0, hi=MAX_SIZE, metavar="PX", group=_MODEL,
         default_text=f"{DEFAULT_OVERLAP}, or a quarter of --tile where {DEFAULT_OVERLAP} is more than half of it"))

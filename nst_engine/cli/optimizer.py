@@ -16,6 +16,7 @@ import numpy as np
 from ..config import MAX_SIZE, StyleConfig
 from ..errors import InputError
 from .options import add_config_options, config_from_args
+from .mixing import add_mixing_options
 from .progress import ProgressBar
 from .regions import REGION_HELP, load_regions
 
@@ -23,10 +24,10 @@ INPUT_HELP = "an image file, sample:NAME (scikit-image photo, e.g. sample:astron
 
 # StyleConfig fields a command cannot use: it does not offer them (argparse then refuses them).
 RECONSTRUCT_SKIP = frozenset({
-    "style_scale", "scales", "scale_steps", "content_layers", "content_layer_weights", "style_layers",
+    "style_scale", "style_scales", "scales", "scale_steps", "content_layers", "content_layer_weights", "style_layers",
     "style_layer_weights", "style_weight", "histogram_weight", "histogram_layers", "preserve_colors", "style_blend",
 })
-TEXTURE_SKIP = frozenset({"scales", "scale_steps", "content_layers", "content_layer_weights", "content_weight",
+TEXTURE_SKIP = frozenset({"style_scales", "scales", "scale_steps", "content_layers", "content_layer_weights", "content_weight",
                           "preserve_colors"})
 
 
@@ -36,13 +37,14 @@ def register(sub: Any) -> None:
     p = sub.add_parser("stylize", help="style transfer (Gatys et al.)", description="Paint CONTENT in the style of STYLE.")
     p.add_argument("content", metavar="CONTENT", help=INPUT_HELP)
     p.add_argument("styles", metavar="STYLE", nargs="*",
-                   help=INPUT_HELP + "; several are blended (--style-blend); none with --model; with --region "
-                        "optional (then only for the part no region covers)")
+                   help=INPUT_HELP + "; several are blended (--style-blend); none with --model or --scale-styles; "
+                        "with --region optional (then only for the part no region covers)")
     p.add_argument("--mask", help="stylize only this selection, blended back at full size: a mask image the "
                                   "size of CONTENT, white = stylize (its alpha channel if it has one)")
     p.add_argument("--region", action="append", default=[], metavar="MASK=STYLE[#STYLEMASK][:WEIGHT]",
                    help=REGION_HELP)
     add_stylize_options(p)  # --model …, --composite, --margin, --feather: from StylizeOptions
+    add_mixing_options(p)  # --scale-styles, --model-mix
     _common(p)
     p.set_defaults(func=run_stylize)
 
@@ -146,7 +148,7 @@ def _final_size(cfg: StyleConfig) -> int:
 
 def _style_side(cfg: StyleConfig, long_side: int) -> int:
     """The largest long side a style image is used at (a larger file is decoded reduced)."""
-    return max(1, math.ceil(long_side * float(cfg.style_scale)))
+    return max(1, math.ceil(long_side * float(max(cfg.style_scales or (cfg.style_scale,)))))
 
 
 def _with_alpha(image: np.ndarray, source: np.ndarray) -> np.ndarray:
@@ -163,6 +165,7 @@ def _with_alpha(image: np.ndarray, source: np.ndarray) -> np.ndarray:
 def run_stylize(args: argparse.Namespace) -> int:
     from ..options import MODEL_CONFIG_FIELDS, StylizeOptions
     from .fields import refuse_changed
+    from .mixing import check_scale_styles, refuse_model_mix, refuse_scale_styles_for_model, run_model_mix
     from .options import stylize_options_from_args
 
     options = stylize_options_from_args(args)
@@ -176,19 +179,25 @@ def run_stylize(args: argparse.Namespace) -> int:
             raise InputError("--model", args.model, "give STYLE images or --model, not both")
         iterative_only = [f.name for f in dataclasses.fields(StyleConfig) if f.name not in MODEL_CONFIG_FIELDS]
         refuse_changed(args, StyleConfig, iterative_only, "applies to the iterative method (STYLE images), not --model")
+        refuse_scale_styles_for_model(args)
+        if args.model_mix:
+            return run_model_mix(args, options)
         from .train import run_model_stylize
 
         return run_model_stylize(args)
     refuse_changed(args, StylizeOptions, ("model_size", "strength", "overlap"), "applies to --model only")
-    if not args.styles and not args.region:
-        raise InputError("STYLE", "", "give at least one style image, --region MASK=STYLE, or --model NAME")
+    refuse_model_mix(args)
+    if not args.styles and not args.region and not args.scale_styles:
+        raise InputError("STYLE", "", "give at least one style image, --region MASK=STYLE, --scale-styles or --model NAME")
     cfg = config_from_args(args)
+    check_scale_styles(args, cfg)
     run = _Run(args)
     final = _final_size(cfg)
     # The result is at the final size: a larger photo is decoded reduced (a selection is
     # composited at full size, so then it is read whole).
     content = _load(args.content, "CONTENT", None if args.mask else final, exact=True)
     styles = [_load(s, "STYLE", _style_side(cfg, final)) for s in args.styles]
+    per_scale = [_load(s, "--scale-styles", _style_side(cfg, final)) for s in args.scale_styles]
     if args.mask:
         from ..selection import stylize_selection
         from .compose import selection_mask
@@ -200,7 +209,7 @@ def run_stylize(args: argparse.Namespace) -> int:
     from ..api import stylize  # torch: only the iterative path needs it
 
     regions = load_regions(args.region, final, _style_side(cfg, final))
-    result = stylize(content, styles, cfg, callback=run, regions=regions)
+    result = stylize(content, styles, cfg, callback=run, regions=regions, scale_styles=per_scale)
     return run.finish(_with_alpha(result.image, content), result.steps)
 
 

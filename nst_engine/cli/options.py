@@ -66,7 +66,7 @@ def add_config_options(parser: argparse.ArgumentParser, skip: frozenset[str] = _
             is_layers = f.name.endswith("_layers")
             kind = int if f.name in ("scales", "scale_steps") else float
             kw["type"] = list_of(str if is_layers else kind, "names" if is_layers else kind.__name__)
-            kw["metavar"] = "NAME[:W],…" if is_layers else "W,…"
+            kw["metavar"] = "NAME[:W],…" if is_layers else "F,…" if f.name == "style_scales" else "W,…"
             if is_layers:
                 kw["help"] += " (comma-separated; NAME:WEIGHT sets a layer's weight)"
         else:
