@@ -11,7 +11,8 @@ checked by those dataclasses (an error names the argument as the plug-in spells 
 The reply carries ``image`` (h, w, 4: stylized RGB, the content's alpha) and, with a mask (or
 regions whose rest keeps the photo), ``layer_mask`` (h, w) for the new layer. Regions (a style per
 saved channel: ``regionK`` masks, ``regionK_style`` or ``regionK_style_file``, ``regions_rest``)
-are `nst_engine.bridge.regions`'.
+are `nst_engine.bridge.regions`'. The ``frames`` job (an animation's frames, temporal
+consistency) is `nst_engine.bridge.frames`'.
 """
 from __future__ import annotations
 
@@ -25,6 +26,7 @@ import numpy as np
 
 from ..config import MAX_PIXELS, MAX_SIZE, StyleConfig
 from ..errors import EngineRuntimeError, InputError
+from . import frames as _frames
 from . import regions as _regions
 from .timing import processed_long as _processed_long  # the dialog (timing.py) counts the same pixels
 
@@ -103,6 +105,8 @@ def check_shape(name: str, h: int, w: int, max_side: int | None = None) -> None:
 
 def check_request(op: str, header: dict[str, Any], nbytes: int) -> None:
     """Refuse a request before its pixels are read: unknown arrays, wrong shapes, over the limits."""
+    if op == "frames":  # frame0 … frame{N-1}: `nst_engine.bridge.frames`
+        return _frames.check_request(header, nbytes)
     allowed = ARRAYS.get(op, {})
     shapes: dict[str, list[int]] = {}
     for d in header.get("arrays", []):
@@ -336,7 +340,7 @@ def preload() -> None:
         cfg.replace(size=32, steps=1))
 
 
-HANDLERS = {"stylize": stylize, "texture": texture}
-PREPARE = {"stylize": prepare_style, "texture": prepare_style}
+HANDLERS = {"stylize": stylize, "texture": texture, "frames": _frames.frames}
+PREPARE = {"stylize": prepare_style, "texture": prepare_style, "frames": _frames.prepare}
 
 __all__ = ["HANDLERS", "PREPARE", "check_request", "preload", "resize", "stylize", "texture", "trim_caches"]
