@@ -26,10 +26,11 @@ from .image import check_array, fit_long_side, to_tensor
 from .losses import Objective, content_terms, histogram_terms, style_terms
 from .optim import OptimizeResult, Progress, ProgressCallback, StopFlag, optimize, to_numpy
 from .options import StylizeOptions
-from . import scale_control, thin
+from . import scale_control, temporal_loss, thin
 from .plan import MIN_TILE, TILE_BELOW_HISTORY, Scale, make_plan
 from .regions import Region, RegionSet
 from .regions import prepare as prepare_regions
+from .temporal_loss import TemporalTarget
 
 __all__ = ["stylize", "stylize_selection", "reconstruct", "texture", "Region", "StyleResult", "Progress",
            "select_device"]
@@ -174,12 +175,14 @@ def stylize(
     stop: StopFlag | threading.Event | None = None,
     regions: Sequence[Region] = (),
     scale_styles: Sequence[np.ndarray] = (),
+    temporal: TemporalTarget | None = None,
 ) -> StyleResult:
     """Gatys et al. style transfer of ``styles`` onto ``content``; with ``regions`` (spatial
     control, `nst_engine.regions`) each region's mask gets its own style, and ``styles`` (may be
     empty then) only the part no region covers. ``scale_styles`` (scale control,
     `nst_engine.scale_control`): one style image per scale of ``config.scales``, coarse to fine,
-    instead of ``styles``."""
+    instead of ``styles``. ``temporal``: the short-term temporal loss of a video frame
+    (`nst_engine.temporal_loss`)."""
     # 1. Check inputs.
     cfg, device, gen = _setup(config)
     content_a = check_array(content, "content")
@@ -188,6 +191,8 @@ def stylize(
     if regions and cfg.tile:
         raise InputError("tile", cfg.tile, "spatial control (--region) cannot run in tiles; leave --tile at 0 "
                                            "(if memory is short, lower --size)")
+    if temporal is not None and cfg.tile:
+        raise InputError("tile", cfg.tile, "the temporal loss cannot run in tiles; leave --tile at 0")
     if regions and cfg.histogram_weight > 0 and not style_a:
         raise InputError("histogram_weight", cfg.histogram_weight, "needs a STYLE image; regions (--region) have "
                                                                    "Gram losses only")
@@ -199,11 +204,13 @@ def stylize(
     hist_layers = cfg.histogram_layers if cfg.histogram_weight > 0 else ()
     layers = [*cfg.content_layers, *cfg.style_layers, *hist_layers]
     content_in, style_in, pad = thin.pad_inputs(content_in, style_in, scale_control.padding_config(cfg, layers), layers)
+    temporal_in = None if temporal is None else \
+        temporal_loss.pad_like(temporal_loss.prepare(temporal, content_a.shape[:2], cfg.preserve_colors), pad)
     region_set = prepare_regions(regions, region_in, content_a.shape[:2], pad, bool(style_a), cfg, layers) \
         if regions else None
     plan = make_plan(content_in.shape[:2], cfg.size, cfg.steps, deepest(layers), device, scales=cfg.scales,
                      scale_steps=cfg.scale_steps, max_memory_gib=cfg.max_memory, tile=cfg.tile,
-                     tileable=not hist_layers and not regions)
+                     tileable=not hist_layers and not regions and temporal is None)
     encoder = _encoder(cfg, layers, device)
     results: list[StyleResult] = []
     x: torch.Tensor | None = None
@@ -212,12 +219,13 @@ def stylize(
         for attempt in range(OOM_RETRIES + 1):
             try:
                 r = _stylize_scale(sc, i, len(plan), x, content_in, scale_control.at_scale(style_in, i, bool(scale_styles)),
-                                   cfg, encoder, layers, hist_layers, gen, device, callback, stop, region_set)
+                                   cfg, encoder, layers, hist_layers, gen, device, callback, stop, region_set,
+                                   temporal_in)
                 break
             except (torch.OutOfMemoryError, RuntimeError) as e:
                 # The plan's estimate was short (another process took memory, an allocator's
                 # fragmentation): retry the scale in smaller exact tiles, never die of it.
-                if not _is_oom(e) or attempt == OOM_RETRIES or hist_layers or regions:
+                if not _is_oom(e) or attempt == OOM_RETRIES or hist_layers or regions or temporal_in:
                     raise
                 if device.type == "cuda":
                     torch.cuda.empty_cache()
@@ -252,7 +260,7 @@ def _stylize_scale(
     sc: Scale, i: int, n: int, x: torch.Tensor | None, content_in: np.ndarray, style_in: list[np.ndarray],
     cfg: StyleConfig, encoder: VGG19Encoder, layers: list[str], hist_layers: Sequence[str],
     gen: torch.Generator, device: torch.device, callback: ProgressCallback | None, stop: StopFlag | None,
-    regions: RegionSet | None = None,
+    regions: RegionSet | None = None, temporal: TemporalTarget | None = None,
 ) -> OptimizeResult:
     """One scale of `stylize`: its targets, its start image, its optimisation."""
     # 4. Images at this scale, and the loss targets.
@@ -273,6 +281,7 @@ def _stylize_scale(
                                   cfg.content_weight, tile=sc.tile) if cfg.content_weight > 0 else [],
             style=[*style, *(histogram_terms(encoder, style_t[0], hist_layers, cfg.histogram_weight) if hist_layers else [])],
             tv_weight=cfg.tv_weight,
+            pixel=[temporal_loss.term(temporal, sc.shape, device)] if temporal is not None else [],
         )
     # 5. Start image: the configured one, then the previous scale's result upsampled.
     if x is None:

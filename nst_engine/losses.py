@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import torch
 from torch import nn
@@ -124,6 +125,14 @@ class HistogramLoss(FeatureLoss):
         return self.weight * F.mse_loss(o.float(), self.remap(o))
 
 
+class PixelTerm(Protocol):
+    """A loss on the image itself (not its features), e.g. `temporal_loss.TemporalLoss`."""
+
+    name: str
+
+    def __call__(self, image: torch.Tensor) -> torch.Tensor: ...
+
+
 @dataclass
 class Objective:
     """The sum of content, style and TV terms; evaluates one image in one encoder pass."""
@@ -132,6 +141,9 @@ class Objective:
     content: Sequence[ContentLoss] = field(default_factory=list)
     style: Sequence[FeatureLoss] = field(default_factory=list)
     tv_weight: float = 0.0
+    # Terms on the image itself (e.g. `temporal_loss.TemporalLoss`), each with a ``name`` under
+    # which it appears in the loss parts.
+    pixel: Sequence[PixelTerm] = field(default_factory=list)
 
     @property
     def layers(self) -> set[str]:
@@ -146,6 +158,10 @@ class Objective:
             "tv": self.tv_term(image) if self.tv_weight else zero,
         }
         total = parts["content"] + parts["style"] + parts["tv"]
+        for term in self.pixel:
+            value = term(image)
+            parts[term.name] = parts.get(term.name, zero) + value
+            total = total + value
         return total, parts
 
     def tv_term(self, image: torch.Tensor) -> torch.Tensor:
