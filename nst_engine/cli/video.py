@@ -233,6 +233,7 @@ class _Display:
         self.done = 0
         self.inner = ""
         self._open = False
+        self._width = 0
 
     def eta(self) -> float | None:
         later = self.times[1:] or self.times  # the first frame (more steps) counts only alone
@@ -256,7 +257,8 @@ class _Display:
         filled = 30 * self.done // max(self.total, 1)
         line = (f"video frame {self.done}/{self.total} [{'#' * filled}{'.' * (30 - filled)}]{self.inner}  "
                 f"{_clock(time.perf_counter() - self.t0)}<{_clock(self.eta())}")
-        sys.stderr.write(f"\r{line}" if self.tty else f"nst: {line}\n")
+        width, self._width = self._width, len(line)  # a shorter line blanks the longer one's end
+        sys.stderr.write(f"\r{line:<{width}}" if self.tty else f"nst: {line}\n")
         sys.stderr.flush()
         self._open = self.tty
 
