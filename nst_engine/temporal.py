@@ -37,12 +37,15 @@ from .errors import Cancelled, InputError
 from .image import check_array
 from .progress import Progress, ProgressCallback, StopFlag
 
-__all__ = ["PRESETS", "CONSISTENCY", "DEFAULT_BLEND", "DEFAULT_PRESET", "optical_flow", "warp", "occlusion_mask",
+__all__ = ["PRESETS", "CONSISTENCY", "DEFAULT_BLEND", "DEFAULT_TEMPORAL_WEIGHT",
+           "DEFAULT_PRESET", "optical_flow", "warp", "occlusion_mask",
            "soft_mask", "temporal_blend", "TemporalStylizer", "stylize_frames"]
 
 PRESETS = ("ultrafast", "fast", "medium")
 CONSISTENCY = ("temporal", "none")
 DEFAULT_BLEND = 0.5
+# The iterative path's temporal loss weight (`temporal_loss`; here so that the CLI need not import torch).
+DEFAULT_TEMPORAL_WEIGHT = 1.0
 DEFAULT_PRESET = "medium"
 DEFAULT_FLOW_SIDE = 1024  # flow is computed on frames shrunk to this long side (0: full size)
 

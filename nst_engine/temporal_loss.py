@@ -29,13 +29,14 @@ from torch.nn import functional as F
 
 from .errors import InputError
 from .image import check_array
+from .temporal import DEFAULT_TEMPORAL_WEIGHT
 
 if TYPE_CHECKING:
     from .thin import Pad
 
 __all__ = ["DEFAULT_WEIGHT", "TEMPORAL_SCALE", "TemporalTarget", "TemporalLoss", "pad_like", "prepare", "term"]
 
-DEFAULT_WEIGHT = 1.0
+DEFAULT_WEIGHT = DEFAULT_TEMPORAL_WEIGHT  # measured: bench/bench_temporal_iterative.py
 TEMPORAL_SCALE = 100.0
 
 

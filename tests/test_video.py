@@ -230,6 +230,7 @@ def test_audio_is_copied_and_trimmed_to_the_frames(tmp_path: Path, ffmpeg: str, 
     (["--frames", "x"], "--frames='x'"),
     (["--blend", "1.5"], "--blend=1.5"),
     (["--next-steps", "5"], "--next-steps=5"),
+    (["--temporal-weight", "2"], "--temporal-weight=2.0"),
     (["--steps", "5"], "--steps=5"),
     (["--fps", "0"], "--fps=0.0"),
     (["style:swirls"], "--model='starry-night': give STYLE images or --model, not both"),
@@ -266,18 +267,24 @@ def test_iterative_frames_start_from_the_warped_previous_result(pan: list[np.nda
     from nst_engine.image import read_image
 
     seen: list[tuple[str, int, tuple[int, ...], np.ndarray | None]] = []
+    temporal: list[Any] = []
     real = api.stylize
 
     def spy(content: np.ndarray, styles: Any, config: Any, **kw: Any) -> Any:
         init = read_image(config.init) if config.init not in ("content", "noise", "style") else None
         seen.append((config.init, config.steps, config.scales, init))
+        temporal.append(kw.get("temporal"))
         return real(content, styles, config, **kw)
 
     monkeypatch.setattr(api, "stylize", spy)
     src = folder_of(pan[:3], tmp_path / "in")
     assert main(["video", str(src), "style:swirls", "--size", "32", "--steps", "3", "--next-steps", "1", "-q",
-                 "--precision", "fp32", "-o", str(tmp_path / "o")]) == 0
+                 "--precision", "fp32", "--temporal-weight", "3", "-o", str(tmp_path / "o")]) == 0
     assert [(s[0], s[1], s[2]) for s in seen[:1]] == [("content", 3, ())]
+    # the temporal loss (Ruder et al.) from frame 1 on: the warped previous result, its mask, the weight
+    assert temporal[0] is None and all(t is not None and t.weight == 3.0 for t in temporal[1:])
+    assert temporal[1].warped.shape == (24, 32, 3) and temporal[1].mask.shape == (24, 32)  # the size painted
+    assert 0.5 < float(temporal[1].mask.mean()) <= 1.0  # most pixels were visible in the frame before
     assert [(Path(s[0]).name, s[1], s[2]) for s in seen[1:]] == [("init.tif", 1, (32,))] * 2
     outs = u8(open_clip(tmp_path / "o").frames())
     assert outs.shape == (3, 24, 32, 3)

@@ -32,6 +32,7 @@ import numpy as np
 from ..errors import InputError
 from ..progress import Progress
 from ..temporal import CONSISTENCY, DEFAULT_BLEND, DEFAULT_PRESET, PRESETS
+from ..temporal import DEFAULT_TEMPORAL_WEIGHT as TEMPORAL_WEIGHT
 
 WORK_SUFFIX = ".nst-frames"
 _SELECTION_FIELDS = ("composite", "margin", "feather")  # `StylizeOptions` a whole frame does not use
@@ -66,6 +67,10 @@ def register(sub: Any) -> None:
     g.add_argument("--next-steps", type=int, metavar="N",
                    help="iterative: optimizer steps for each frame after the first, which starts from the previous "
                         "result warped along the flow (--consistency temporal) [default: half of --steps]")
+    g.add_argument("--temporal-weight", type=float, metavar="W",
+                   help="iterative: weight of Ruder et al.'s temporal loss, which holds the pixels visible in the "
+                        "previous frame near its warped result (0: none; --consistency temporal) "
+                        f"[default: {TEMPORAL_WEIGHT}]")
     g.add_argument("--resume", action="store_true", help="continue an interrupted run from OUTPUT.nst-frames/")
     g.add_argument("--keep-frames", action="store_true", help="keep OUTPUT.nst-frames/ after writing the output")
     add_field_options(p, StylizeOptions, skip=_SELECTION_FIELDS)
@@ -198,6 +203,9 @@ def _iterative_paint(args: argparse.Namespace, cfg: Any, work: WorkFolder, progr
                      next_steps: int) -> Callable[..., np.ndarray]:
     from ..samples import load
     from ..temporal import TemporalStylizer, warp
+    from ..temporal_loss import TemporalTarget
+
+    temporal_weight = TEMPORAL_WEIGHT if args.temporal_weight is None else args.temporal_weight
 
     final = int(cfg.scales[-1]) if cfg.scales else int(cfg.size)
     styles = [load(s, "STYLE", max_side=max(1, math.ceil(final * cfg.style_scale))) for s in args.styles]
@@ -207,13 +215,16 @@ def _iterative_paint(args: argparse.Namespace, cfg: Any, work: WorkFolder, progr
         from ..api import stylize
         from ..image import write_image
 
-        run = cfg
+        run, temporal = cfg, None
         if prev is not None and flows is not None:  # start from the previous result, warped
             backward, mask = flows.flow_and_mask(prev[0], frame)
             m = mask[..., None]
-            init = write_image(work.path / "init.tif", m * warp(prev[1], backward) + (1 - m) * frame)
+            warped = warp(prev[1], backward)
+            init = write_image(work.path / "init.tif", m * warped + (1 - m) * frame)
             run = cfg.replace(init=str(init), steps=next_steps, scales=(max(frame.shape[:2]),), scale_steps=())
-        image = stylize(frame, styles, run, callback=progress.step).image
+            if temporal_weight > 0:
+                temporal = TemporalTarget(warped, mask, temporal_weight)
+        image = stylize(frame, styles, run, callback=progress.step, temporal=temporal).image
         if image.shape != frame.shape:
             from ..resample import resize
 
@@ -279,7 +290,8 @@ def _settings(args: argparse.Namespace, clip: Any, span: tuple[int, int], method
         s["model"] = {k: getattr(options, k) for k in ("model", "model_size", "strength", "overlap")}
         s["model"].update(tile=cfg.tile, device=cfg.device, preserve_colors=cfg.preserve_colors)
     else:
-        s.update(styles=[_style_stamp(x) for x in args.styles], config=cfg.to_dict(), next_steps=next_steps)
+        s.update(styles=[_style_stamp(x) for x in args.styles], config=cfg.to_dict(), next_steps=next_steps,
+                 temporal_weight=TEMPORAL_WEIGHT if args.temporal_weight is None else args.temporal_weight)
     normal: dict[str, Any] = json.loads(json.dumps(s))
     return normal
 
@@ -302,6 +314,8 @@ def _check_args(args: argparse.Namespace) -> tuple[Any, Any, int]:
         refuse_changed(args, StyleConfig, iterative_only, "applies to the iterative method (STYLE images), not --model")
         if args.next_steps is not None:
             raise InputError("--next-steps", args.next_steps, "applies to the iterative method (STYLE images)")
+        if args.temporal_weight is not None:
+            raise InputError("--temporal-weight", args.temporal_weight, "applies to the iterative method (STYLE images)")
         cfg = StyleConfig(**{n: getattr(args, n) for n in MODEL_CONFIG_FIELDS})
         cfg.check()
         return options, cfg, 0
@@ -309,6 +323,8 @@ def _check_args(args: argparse.Namespace) -> tuple[Any, Any, int]:
     if not args.styles:
         raise InputError("STYLE", "", "give at least one style image, or --model NAME")
     cfg = config_from_args(args)
+    if args.temporal_weight is not None and not (math.isfinite(args.temporal_weight) and args.temporal_weight >= 0):
+        raise InputError("--temporal-weight", args.temporal_weight, "must be a number ≥ 0")
     next_steps = max(1, cfg.steps // 2) if args.next_steps is None else args.next_steps
     if not 0 <= next_steps <= 10**6:
         raise InputError("--next-steps", next_steps, "must be between 0 and 1000000")
