@@ -187,3 +187,16 @@ def test_model_mix_blends_the_two_paintings(pictures: dict[str, np.ndarray], tmp
     c8 = np.asarray(Image.open(src), dtype=np.float32) / 255
     a8, b8 = (stylize_model(c8, m, device="cpu", strength=0.6) for m in ("starry-night", "great-wave"))
     assert np.abs(written - (0.75 * a8 + 0.25 * b8)).max() <= 1 / 255 + 1e-6
+
+
+def test_model_mix_in_a_selection(pictures: dict[str, np.ndarray], tmp_path: Path) -> None:
+    src, mask, out = tmp_path / "c.png", tmp_path / "m.png", tmp_path / "o.png"
+    Image.fromarray((pictures["content"] * 255).round().astype(np.uint8)).save(src)
+    m = np.zeros((64, 64), np.uint8)
+    m[16:48, 16:48] = 255
+    Image.fromarray(m).save(mask)
+    assert main(["stylize", str(src), "--model", "starry-night", "--model-mix", "great-wave", "--mask", str(mask),
+                 "--composite", "none", "--device", "cpu", "-q", "-o", str(out)]) == 0
+    written, original = np.asarray(Image.open(out)), np.asarray(Image.open(src))
+    assert np.array_equal(written[m == 0], original[m == 0])  # outside the selection: the photo
+    assert np.abs(written[m > 0].astype(int) - original[m > 0]).mean() > 10  # inside: painted
