@@ -4,9 +4,8 @@
 # Installed by `nst gimp-install` as plug-ins/nst-gimp/nst-gimp.py. It imports only gi and the
 # standard library (GIMP's Python has no numpy or torch): pixels go as raw float32 to the engine
 # server, a separate process in the engine's own Python environment (see nst_bridge/client.py).
-"""Filters ▸ Artistic ▸ Neural Style Transfer… and Filters ▸ Render ▸ Neural Texture…"""
-import json
-import math
+"""Filters ▸ Artistic ▸ Neural Style Transfer…, Filters ▸ Render ▸ Neural Texture… and
+Filters ▸ Animation ▸ Neural Style Transfer (frames)… (nst_gimp_frames.py)"""
 import os
 import sys
 import time
@@ -28,6 +27,8 @@ from nst_gimp_layers import (  # noqa: E402  (next to this file)
 from nst_gimp_spec import (  # noqa: E402  (next to this file; no gi)
     INSTALL_HINT, STYLIZE_HELP, load_spec, missing_arguments, not_installed_message, spec_mismatch_message,
     unexpected_error_message)
+from nst_gimp_engine import Progress, check_floats, engine_params, log_timing, model_choice  # noqa: E402
+import nst_gimp_frames  # noqa: E402  (next to this file)
 
 try:
     from nst_bridge import client as bridge  # copied next to this file by `nst gimp-install`
@@ -38,8 +39,8 @@ except ImportError as e:  # pragma: no cover - a broken installation
 
 PROC_STYLIZE = "plug-in-nst-stylize"
 PROC_TEXTURE = "plug-in-nst-texture"
+PROC_FRAMES = nst_gimp_frames.PROC_FRAMES
 SPEC_FILE = os.path.join(HERE, "nst-gimp-args.json")
-OTHER_MODEL = "file"  # the Model choice that uses Model file (see nst_engine/bridge/arguments.py)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -74,7 +75,7 @@ def add_argument(proc, a):
 
 class NeuralStyle(Gimp.PlugIn):
     def do_query_procedures(self):
-        return [PROC_STYLIZE, PROC_TEXTURE]
+        return [PROC_STYLIZE, PROC_TEXTURE, PROC_FRAMES]
 
     def do_set_i18n(self, name):
         return False
@@ -88,6 +89,9 @@ class NeuralStyle(Gimp.PlugIn):
             proc.set_sensitivity_mask(Gimp.ProcedureSensitivityMask.DRAWABLE | Gimp.ProcedureSensitivityMask.DRAWABLES)
             proc.set_documentation("Paint the selected layers in the style of another image or of a trained model",
                                    STYLIZE_HELP, name)
+        elif name == PROC_FRAMES:
+            proc = Gimp.ImageProcedure.new(self, name, Gimp.PDBProcType.PLUGIN, run_frames, None)
+            nst_gimp_frames.describe(proc)
         else:
             proc = Gimp.ImageProcedure.new(self, name, Gimp.PDBProcType.PLUGIN, run_texture, None)
             proc.set_menu_label("Neural _Texture...")
@@ -99,24 +103,12 @@ class NeuralStyle(Gimp.PlugIn):
                 "Texture synthesis (Gatys et al.): a new layer, the size of the canvas (or of the selection, "
                 "masked by it), filled with a texture that has the style image's statistics.",
                 name)
-        proc.set_image_types("RGB*, GRAY*")
+        proc.set_image_types("*" if name == PROC_FRAMES else "RGB*, GRAY*")  # frames: GIFs open indexed
         proc.set_attribution("nst-gimp authors", "nst-gimp authors (MIT)", "2025")
         if spec is not None:
             for a in spec["procedures"][name]:
                 add_argument(proc, a)
         return proc
-
-
-def check_floats(data, expected_len, what):
-    """The engine's reply must have the right size and finite values (sampled)."""
-    if len(data) != expected_len:
-        raise UserError("The NST engine returned %s of the wrong size (%d bytes, expected %d). "
-                        "The engine and the plug-in may not match: %s" % (what, len(data), expected_len, INSTALL_HINT))
-    view = memoryview(data).cast("B").cast("f")
-    stride = max(1, len(view) // 200000)
-    for v in view[::stride]:
-        if v != v or v in (math.inf, -math.inf):
-            raise UserError("The NST engine returned invalid pixels (NaN) for %s. Try other settings." % what)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -133,11 +125,12 @@ def _run(procedure, run_mode, image, drawables, config, body):
     if bridge is None or spec is None:
         why = _BRIDGE_ERROR or ("%s is missing or unreadable" % SPEC_FILE)
         return error_values(procedure, not_installed_message(why))
+    result = None  # what the body made: a new image (frames), shown and returned
     try:
         missing = missing_arguments(spec, procedure.get_name(), lambda name: config.find_property(name) is not None)
         if missing:
             raise UserError(spec_mismatch_message(SPEC_FILE, missing))
-        if image.get_base_type() == Gimp.ImageBaseType.INDEXED:
+        if image.get_base_type() == Gimp.ImageBaseType.INDEXED and procedure.get_name() != PROC_FRAMES:
             raise UserError("Neural Style Transfer does not work on indexed images. "
                             "Convert the image first: Image ▸ Mode ▸ RGB (or Grayscale).")
         engine = bridge.Engine(bridge.load_config())  # BridgeError: a broken config, said before the dialog
@@ -149,7 +142,10 @@ def _run(procedure, run_mode, image, drawables, config, body):
             if not nst_gimp_dialog.show_dialog(procedure, config, spec, engine,
                                                _dialog_regions(procedure, image, drawables)):
                 return procedure.new_return_values(Gimp.PDBStatusType.CANCEL, GLib.Error())
-        body(procedure, image, list(drawables or []), config, spec, engine)
+        result = body(procedure, image, list(drawables or []), config, spec, engine)
+        if result is not None and run_mode == Gimp.RunMode.INTERACTIVE:  # a new image (frames)
+            Gimp.Display.new(result)
+            Gimp.displays_flush()
     except (UserError, bridge.BridgeError) as e:
         return error_values(procedure, str(e))
     except Exception as e:  # a bug: still a message, not a "plug-in crashed"
@@ -159,7 +155,11 @@ def _run(procedure, run_mode, image, drawables, config, body):
         return error_values(procedure, unexpected_error_message(e))
     finally:
         _end_progress()
-    return procedure.new_return_values(Gimp.PDBStatusType.SUCCESS, GLib.Error())
+    values = procedure.new_return_values(Gimp.PDBStatusType.SUCCESS, GLib.Error())
+    if result is not None:  # the procedure's return value "new-image"
+        values.remove(1)
+        values.insert(1, GObject.Value(Gimp.Image, result))
+    return values
 
 
 def _end_progress() -> None:
@@ -177,64 +177,8 @@ def run_texture(procedure, run_mode, image, drawables, config, data):
     return _run(procedure, run_mode, image, drawables, config, texture)
 
 
-def _params(config, spec, proc_name):
-    """The procedure's arguments as JSON for the engine (names with '_'); files as paths."""
-    params = {}
-    for a in spec["procedures"][proc_name]:
-        if a["type"] in ("layer", "file", "channel"):
-            continue
-        params[a["name"].replace("-", "_")] = config.get_property(a["name"])
-    return params
-
-
-def _model(config, spec):
-    """(model for the engine: a shipped name or an .onnx path, its name for the new layer)."""
-    nick = config.get_property("model")
-    if nick == OTHER_MODEL:
-        gfile = config.get_property("model-file")
-        path = gfile.get_path() if gfile is not None else None
-        if not path:
-            raise UserError("Choose the model's .onnx file (Model file), or one of the shipped models (Model).")
-        if not os.path.isfile(path):
-            raise UserError("The model file %s does not exist. Choose another Model file." % path)
-        return path, os.path.splitext(os.path.basename(path))[0]
-    arg = next((a for a in spec["procedures"][PROC_STYLIZE] if a["name"] == "model"), {})
-    label = next((c.get("label") for c in arg.get("choices", []) if c["nick"] == nick), None) or nick
-    return nick, label.split(" (")[0]
-
-
-def _log_timing(proc_name, engine, extra):
-    path = os.environ.get("NST_GIMP_TIMING_LOG")
-    if path:
-        with open(path, "a", encoding="utf-8") as fh:
-            fh.write(json.dumps(dict(procedure=proc_name, **engine.timing, **extra)) + "\n")
-
-
-class _Progress:
-    """GIMP progress bar + text across several engine calls."""
-
-    def __init__(self, title, n):
-        self.n = max(1, n)
-        self.i = 0
-        self.label = ""
-        Gimp.progress_init(title)
-        Gimp.progress_set_text("%s: starting the engine..." % title)
-
-    def start(self, i, label):
-        self.i, self.label = i, label
-        Gimp.progress_update(i / self.n)
-
-    def __call__(self, msg):
-        step, total = int(msg.get("step") or 0), int(msg.get("total") or 0)
-        frac = (self.i + (step / total if total else 0.0)) / self.n
-        text = "%s: %s" % (self.label, msg.get("stage", ""))
-        if total:
-            text += " step %d/%d" % (step, total)
-        eta = msg.get("eta")
-        if eta is not None and total and step < total:
-            text += ", %d s left" % max(0, round(eta))
-        Gimp.progress_set_text(text)
-        Gimp.progress_update(min(1.0, max(0.0, frac)))
+def run_frames(procedure, run_mode, image, drawables, config, data):
+    return _run(procedure, run_mode, image, drawables, config, nst_gimp_frames.frames)
 
 
 def _margin():
@@ -270,12 +214,12 @@ def _regions(image, config, params):
 
 def stylize(procedure, image, drawables, config, spec, engine):
     layers = selected_layers(drawables)
-    params = _params(config, spec, PROC_STYLIZE)
+    params = engine_params(config, spec, PROC_STYLIZE)
     method = params.get("method", "iterative")
     regions, region_names, region_params, style_arrays = _regions(image, config, params)
     params.update(region_params)
     if method == "model":
-        params["model"], label = _model(config, spec)
+        params["model"], label = model_choice(config, spec, PROC_STYLIZE)
         label = "%s (model)" % label
     elif regions and params.get("regions_rest", "photo") == "photo":
         label = "%s (%s)" % (" + ".join(region_names), method)  # the Style is not used
@@ -289,7 +233,7 @@ def stylize(procedure, image, drawables, config, spec, engine):
     todo = targets(image, layers, _margin())
     if not todo:
         raise UserError("The selection does not overlap the selected layer(s): nothing to stylize.")
-    progress = _Progress("Neural Style Transfer", len(todo))
+    progress = Progress("Neural Style Transfer", len(todo))
     results = []
     for i, (layer, (x0, y0, rw, rh)) in enumerate(todo):
         w, h = layer.get_width(), layer.get_height()
@@ -304,7 +248,7 @@ def stylize(procedure, image, drawables, config, spec, engine):
         call_params = dict(params, layer_long_side=max(w, h))
         t0 = time.monotonic()
         header, out = engine.call("stylize", call_params, arrays, progress)
-        _log_timing(PROC_STYLIZE, engine, {"layer": layer.get_name(), "wall_s": time.monotonic() - t0})
+        log_timing(PROC_STYLIZE, engine, {"layer": layer.get_name(), "wall_s": time.monotonic() - t0})
         image_px = out.get("image")
         if image_px is None or list(image_px[0]) != [rh, rw, 4]:
             raise UserError("The NST engine returned an image of the wrong shape %r (expected %r). %s"
@@ -344,7 +288,7 @@ def stylize(procedure, image, drawables, config, spec, engine):
 
 
 def texture(procedure, image, drawables, config, spec, engine):
-    params = _params(config, spec, PROC_TEXTURE)
+    params = engine_params(config, spec, PROC_TEXTURE)
     style_name, style_params, style_arrays = style_input(config)
     params.update(style_params)
     if Gimp.Selection.is_empty(image):
@@ -353,11 +297,11 @@ def texture(procedure, image, drawables, config, spec, engine):
         _, _, x0, y0, x1, y1 = Gimp.Selection.bounds(image)
         w, h = x1 - x0, y1 - y0
         mask = read_pixels(image.get_selection(), x0, y0, w, h, MASK, Gegl.AbyssPolicy.NONE)
-    progress = _Progress("Neural Texture", 1)
+    progress = Progress("Neural Texture", 1)
     progress.start(0, "texture")
     t0 = time.monotonic()
     header, out = engine.call("texture", dict(params, shape=[h, w]), style_arrays, progress)
-    _log_timing(PROC_TEXTURE, engine, {"wall_s": time.monotonic() - t0})
+    log_timing(PROC_TEXTURE, engine, {"wall_s": time.monotonic() - t0})
     px = out.get("image")
     if px is None or list(px[0]) != [h, w, 4]:
         raise UserError("The NST engine returned a texture of the wrong shape. %s" % INSTALL_HINT)

@@ -29,6 +29,7 @@ except ImportError:  # pragma: no cover - an older installation: no estimate lin
 
 PROC_STYLIZE = "plug-in-nst-stylize"
 PROC_TEXTURE = "plug-in-nst-texture"
+PROC_FRAMES = "plug-in-nst-frames"
 PLUGIN_BINARY = "nst-gimp"
 HERE = os.path.dirname(os.path.realpath(__file__))
 STATE_FILE = os.path.join(HERE, "nst-gimp-dialog.json")  # the dialog has been used (see _first_use)
@@ -47,8 +48,15 @@ GROUPS = {
     PROC_TEXTURE: [("style", "Style", ["style-layer", "style-file"]),
                    ("engine", "Engine", ["steps", "size", "seed"]),
                    ("result", "Result", ["layer-mode", "opacity"])],
+    PROC_FRAMES: [("model", "Model", ["model", "model-file", "model-size"]),
+                  ("style", "Style", ["style-layer", "style-file"]),
+                  ("engine", "Optimizer", ["steps", "next-steps", "size", "style-weight"]),
+                  ("temporal", "Between frames", ["consistency", "blend"]),
+                  ("result", "Result", ["preserve-colors"])],
 }
-TOP = {PROC_STYLIZE: ["method"], PROC_TEXTURE: []}  # above the frames, after the intro
+TOP = {PROC_STYLIZE: ["method"], PROC_TEXTURE: [], PROC_FRAMES: ["method"]}  # above the frames, after the intro
+TITLES = {PROC_STYLIZE: "Neural Style Transfer", PROC_TEXTURE: "Neural Texture",
+          PROC_FRAMES: "Neural Style Transfer (frames)"}
 
 INTRO = {
     PROC_STYLIZE: "Repaints each selected layer on a new layer above it (only the selection, if there is "
@@ -56,6 +64,9 @@ INTRO = {
                   "Your layers are not changed.",
     PROC_TEXTURE: "Fills a new layer, the size of the canvas or the selection, with a texture in the style "
                   "of the style image.",
+    PROC_FRAMES: "Stylizes every layer of this animation (each layer is a frame, the bottom one first) into a "
+                 "new image, keeping the frames' names and timings; this image is not changed. Temporal "
+                 "consistency keeps the brush strokes steady from frame to frame.",
 }
 
 
@@ -249,7 +260,7 @@ def show_dialog(procedure, config, spec, engine, regions=()):
     args = {a["name"]: a for a in spec["procedures"][name]}
     _first_use(config, args)
     _size_default(config, args, spec, regions)
-    title = "Neural Style Transfer" if name == PROC_STYLIZE else "Neural Texture"
+    title = TITLES.get(name, "Neural Style Transfer")
     dialog = GimpUi.ProcedureDialog.new(procedure, config, title)
     if os.environ.get("NST_GIMP_DEBUG"):
         print("[nst-gimp] style-layer in dialog:", config.get_property("style-layer"), file=sys.stderr, flush=True)

@@ -4,6 +4,8 @@ Installs ``plug-ins/nst-gimp/``::
 
     nst-gimp.py          the plug-in (executable; GIMP runs plug-ins/NAME/NAME.py)
     nst_gimp_dialog.py   its dialogs (imported for interactive runs only)
+    nst_gimp_engine.py   the engine's parameters, the progress bar, checking the engine's pixels
+    nst_gimp_frames.py   Filters ▸ Animation ▸ Neural Style Transfer (frames): an animation into a new image
     nst_gimp_layers.py   reading and writing GIMP pixels, the regions to process
     nst_gimp_spec.py     the argument spec, checked against what GIMP registered, and the messages
     nst_bridge/          the bridge client, its state files and the time estimate (standard library only), copied
@@ -46,7 +48,8 @@ settings, and nst-bridge.json naming this Python) into every GIMP 3.x user folde
 if there is none yet. The dialog's time estimate comes from one optimizer step timed on this
 computer (the first time only; --remeasure times it again). Safe to run again; restart GIMP
 afterwards."""
-PLUGIN_MODULES = ("nst_gimp_dialog.py", "nst_gimp_layers.py", "nst_gimp_spec.py")  # gimp_plugin/ modules installed beside it
+PLUGIN_MODULES = ("nst_gimp_dialog.py", "nst_gimp_engine.py", "nst_gimp_frames.py", "nst_gimp_layers.py",
+                  "nst_gimp_spec.py")  # gimp_plugin/ modules installed beside it
 NEWEST_KNOWN = "3.0"  # the user folder to create when no GIMP 3.x folder exists yet
 _VERSION_DIR = re.compile(r"^3\.(\d+)$")
 

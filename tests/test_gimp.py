@@ -378,5 +378,36 @@ def test_regions_errors_are_clear_messages(gimp, case, words):
     assert not r["new_layers"] and r["source_unchanged"]
 
 
+def test_frames_animation_into_a_new_image(gimp):
+    """A 4-frame pan (64x48, names with timings) through plug-in-nst-frames with starry-night: a new
+    image (returned, no other added) with the same layers, each stylized; the original untouched;
+    temporal consistency changes the result and lowers the warping error along the known pan."""
+    r = _check(gimp, "frames")
+    assert r["source_unchanged"]
+    for run in ("temporal", "none"):
+        t = r[run]
+        assert t["status"] == "success", t.get("message")
+        assert t["added_images"] == 1 and t["returned_is_added"] and t["canvas"] == [64, 48] and t["base"] == "rgb"
+        assert [(n["name"], n["size"], n["offsets"]) for n in t["new_layers"]] == \
+            [(s["name"], s["size"], s["offsets"]) for s in reversed(r["source_layers"])]
+        assert t["new_layers"][1]["name"] == "Frame 2 (100ms) (combine)" and min(t["vs_source"]) > 0.02, t
+    assert r["temporal_vs_none"][0] < 1e-6 < min(r["temporal_vs_none"][1:]), r["temporal_vs_none"]
+    assert sum(r["warp_error_temporal"]) < sum(r["warp_error_none"]), (r["warp_error_temporal"], r["warp_error_none"])
+    mixed = r["mixed"]
+    assert mixed["status"] == "success", mixed.get("message")
+    assert [(n["size"], n["offsets"]) for n in mixed["new_layers"]] == [([64, 48], [0, 0]), ([32, 24], [10, 8]),
+                                                                        ([64, 48], [0, 0])]
+    assert r["indexed"].get("source_base") == "indexed" and r["indexed"]["status"] == "success", r["indexed"]
+    assert r["indexed"]["base"] == "rgb" and len(r["indexed"]["new_layers"]) == 2
+
+
+@pytest.mark.parametrize("case,words", [("one_layer", "needs at least 2 layers (frames)"), ("group", "Layer group"),
+                                        ("no_style", "Choose a style")])
+def test_frames_errors_are_clear_messages(gimp, case, words):
+    r = _check(gimp, "frames")[case]
+    assert r["status"] == "execution-error" and words in r["message"], r
+    assert r["added_images"] == 0  # nothing half-done left open
+
+
 def test_driver_finished(gimp):
     assert gimp.get("done"), gimp["_meta"]["log_tail"]

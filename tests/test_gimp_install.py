@@ -101,7 +101,8 @@ def test_gimp_install_is_idempotent_and_uninstalls(tmp_path, capsys, monkeypatch
     main = plug / "nst-gimp.py"
     assert main.is_file() and os.access(main, os.X_OK)
     for rel in ("nst_bridge/client.py", "nst_bridge/protocol.py", "nst_bridge/state.py", "nst_bridge/__init__.py",
-                "nst_bridge/timing.py", "nst_gimp_dialog.py", "nst_gimp_layers.py", "nst_gimp_spec.py",
+                "nst_bridge/timing.py", "nst_gimp_dialog.py", "nst_gimp_engine.py", "nst_gimp_frames.py",
+                "nst_gimp_layers.py", "nst_gimp_spec.py",
                 "nst-gimp-args.json"):
         assert (plug / rel).is_file(), rel
     cfg = json.loads((plug / "nst-bridge.json").read_text())

@@ -223,7 +223,8 @@ def _handlers(path: Path) -> list[tuple[int, str, ast.ExceptHandler]]:
     return [(h.lineno, lines[h.lineno - 1], h) for h in ast.walk(tree) if isinstance(h, ast.ExceptHandler)]
 
 
-@pytest.mark.parametrize("name", ["nst_gimp.py", "nst_gimp_dialog.py", "nst_gimp_layers.py", "nst_gimp_spec.py"])
+@pytest.mark.parametrize("name", ["nst_gimp.py", "nst_gimp_dialog.py", "nst_gimp_engine.py", "nst_gimp_frames.py",
+                                  "nst_gimp_layers.py", "nst_gimp_spec.py"])
 def test_plugin_swallows_no_error_silently(name: str) -> None:
     """Every handler of Exception (or bare) says why in a comment and reports (a message or
     stderr); none is a bare ``pass``."""
@@ -308,3 +309,61 @@ def test_region_arguments_are_registered_and_shown() -> None:
                 if isinstance(t, ast.Name)}
     assert ast.literal_eval(assigned["MAX_REGIONS"]) == arguments.MAX_REGIONS
     assert "regions-rest" in ast.unparse(assigned["REGION_ARGUMENTS"])
+
+
+# --------------------------------------------------------------------------------------------
+# frames (#13): the spec, the plug-in's registration and dialog, and the engine's job agree
+# --------------------------------------------------------------------------------------------
+
+def _assigned(path: Path) -> dict[str, ast.expr]:
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    return {t.id: n.value for n in tree.body if isinstance(n, ast.Assign) for t in n.targets if isinstance(t, ast.Name)}
+
+
+def test_frames_procedure_spec_registration_dialog_and_job_agree() -> None:
+    from nst_engine import gimp_install
+    from nst_engine.bridge import arguments, frames
+    from nst_engine.temporal import CONSISTENCY
+
+    facts: Any = {"models": [{"name": "starry-night", "painting": "The Starry Night", "variant": "x"}]}
+    args = arguments.spec(facts)["procedures"]["plug-in-nst-frames"]
+    by_name = {a["name"]: a for a in args}
+    assert by_name["method"]["default"] == "model" and by_name["model"]["default"] == "starry-night"
+    assert [c["nick"] for c in by_name["consistency"]["choices"]] == list(CONSISTENCY)
+    assert by_name["consistency"]["default"] == "temporal" and by_name["blend"]["max"] == frames.MAX_BLEND
+    assert by_name["style-layer"]["show_if"] == {"method": ["iterative"]}
+    plug = REPO / "gimp_plugin"
+    plugin = (plug / "nst_gimp.py").read_text(encoding="utf-8")
+    for kind in {a["type"] for a in args}:
+        assert f'kind == "{kind}"' in plugin, f"nst_gimp.add_argument does not register {kind} arguments"
+    assert "PROC_FRAMES]" in plugin and "nst_gimp_frames.describe(proc)" in plugin
+    mine = _assigned(plug / "nst_gimp_frames.py")
+    assert ast.literal_eval(mine["PROC_FRAMES"]) == "plug-in-nst-frames"
+    assert ast.literal_eval(mine["MIN_FRAMES"]) == frames.MIN_FRAMES
+    assert {"nst_gimp_frames.py", "nst_gimp_engine.py"} <= set(gimp_install.PLUGIN_MODULES)
+    # the dialog lays out every argument once (Method on top, the rest in frames)
+    dialog = _assigned(plug / "nst_gimp_dialog.py")
+    assert ast.literal_eval(dialog["PROC_FRAMES"]) == "plug-in-nst-frames"
+    groups = dialog["GROUPS"]
+    assert isinstance(groups, ast.Dict)
+    frames_groups = next(ast.literal_eval(v) for k, v in zip(groups.keys, groups.values, strict=True)
+                         if isinstance(k, ast.Name) and k.id == "PROC_FRAMES")
+    laid_out = ["method"] + [n for _, _, names in frames_groups for n in names]
+    assert sorted(laid_out) == sorted(by_name), set(laid_out) ^ set(by_name)
+    # what the plug-in sends (every argument but layers and files, '-' as '_') the job takes
+    params = {a["name"].replace("-", "_"): a.get("default") for a in args if a["type"] not in ("layer", "file")}
+    arrays = [{"name": f"frame{i}", "shape": [8, 8, 4], "dtype": "<f4"} for i in range(2)]
+    frames.check_request({"params": params, "arrays": arrays}, 0)
+    frames._config(params)
+
+
+def test_plugin_modules_import_only_gi_and_the_standard_library() -> None:
+    ours = {"nst_gimp_dialog", "nst_gimp_engine", "nst_gimp_frames", "nst_gimp_layers", "nst_gimp_spec", "nst_bridge",
+            "gi", "__future__"}
+    for path in sorted((REPO / "gimp_plugin").glob("nst_gimp*.py")):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else \
+                [node.module or ""] if isinstance(node, ast.ImportFrom) and not node.level else []
+            for name in names:
+                top = name.split(".")[0]
+                assert top in ours or top in sys.stdlib_module_names, f"{path.name} imports {name}"

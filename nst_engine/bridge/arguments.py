@@ -32,7 +32,7 @@ from typing import Any, TypedDict
 from ..config import StyleConfig
 from ..options import SELECTION_MARGIN, StylizeOptions
 
-SPEC_VERSION = 3  # 3: regions
+SPEC_VERSION = 4  # 3: regions; 4: plug-in-nst-frames
 GINT_MAX = 2**31 - 1
 
 # StyleConfig fields the procedures expose, in dialog order, with dialog-only hints: the label,
@@ -219,6 +219,15 @@ def _model_arguments(models: Sequence[dict[str, str]]) -> list[dict[str, Any]]:
     ]
 
 
+def _preserve_colors() -> dict[str, Any]:
+    return _maybe_config_choice("preserve_colors", _choice(
+        "preserve-colors", "_Preserve colors", "Keep the colours of the original",
+        [("none", "No (style colours)", ""), ("luminance", "Luminance transfer", "Only the style's light and dark"),
+         ("histogram", "Histogram matching", "Style colours matched to the original's"),
+         ("linear", "Linear colour transfer", "Style colours moved to the original's mean and covariance")],
+        "none"))
+
+
 def stylize_arguments(facts: EngineFacts | None = None) -> list[dict[str, Any]]:
     """The arguments of plug-in-nst-stylize. Without CUDA the dialog opens on the model method
     (``dialog_default``); scripts keep ``iterative`` as the default either way."""
@@ -233,12 +242,7 @@ def stylize_arguments(facts: EngineFacts | None = None) -> list[dict[str, Any]]:
         dict(_config_argument("steps"), show_if=only_iterative),
         dict(_config_argument("size"), show_if=only_iterative),
         dict(_config_argument("style_weight"), show_if=only_iterative),
-        _maybe_config_choice("preserve_colors", _choice(
-            "preserve-colors", "_Preserve colors", "Keep the colours of the original",
-            [("none", "No (style colours)", ""), ("luminance", "Luminance transfer", "Only the style's light and dark"),
-             ("histogram", "Histogram matching", "Style colours matched to the original's"),
-             ("linear", "Linear colour transfer", "Style colours moved to the original's mean and covariance")],
-            "none")),
+        _preserve_colors(),
         _option_argument("composite"),
         *_result_arguments(),
         *region_arguments(),  # last: arguments added later keep the earlier ones' positions
@@ -262,6 +266,48 @@ def texture_arguments() -> list[dict[str, Any]]:
     ]
 
 
+CONSISTENCY_CHOICES = [  # nick (`nst_engine.temporal.CONSISTENCY`), label, help
+    ("temporal", "Temporal (optical flow)", "Each frame keeps the previous stylized frame, warped along the motion, "
+                                            "where the scene was visible: no flicker"),
+    ("none", "None (frame by frame)", "Each frame is stylized on its own (it may flicker)")]
+
+
+def frames_arguments(facts: EngineFacts | None = None) -> list[dict[str, Any]]:
+    """The arguments of plug-in-nst-frames (`nst_engine.bridge.frames`): the model method by
+    default (fast), temporal consistency on; the iterative method with a style layer or file."""
+    from ..temporal import CONSISTENCY, DEFAULT_BLEND
+
+    from .frames import MAX_BLEND
+
+    facts = facts or {}
+    only_iterative = {"method": ["iterative"]}
+    method = dict(_option_argument("method"), default="model")
+    consistency = _choice("consistency", "_Consistency", "temporal: each frame keeps the previous stylized frame, "
+                          "warped along the optical flow, where the scene was visible (no flicker); none: frame by "
+                          "frame", CONSISTENCY_CHOICES, "temporal")
+    if [c["nick"] for c in consistency["choices"]] != list(CONSISTENCY):
+        raise ValueError("CONSISTENCY_CHOICES does not match nst_engine.temporal.CONSISTENCY")
+    steps = _config_argument("steps")
+    return [
+        method,
+        *_model_arguments(facts.get("models") or []),
+        consistency,
+        {"name": "blend", "type": "double", "nick": "_Blend with the previous frame", "min": 0.0, "max": MAX_BLEND,
+         "default": DEFAULT_BLEND, "soft": [0.0, MAX_BLEND], "digits": 2, "show_if": {"consistency": ["temporal"]},
+         "blurb": "How much of the previous stylized frame (warped) each frame keeps where the scene was visible: "
+                  "more is steadier, less keeps each frame's own detail"},
+        *(dict(a, show_if=only_iterative) for a in _style_arguments()),
+        dict(steps, show_if=only_iterative, nick="S_teps (first frame)"),
+        {"name": "next-steps", "type": "int", "nick": "Steps (_later frames)", "min": 0, "max": int(steps["max"]),
+         "default": 0, "soft": [0, 1000], "show_if": {**only_iterative, "consistency": ["temporal"]},
+         "blurb": "Optimizer steps for each frame after the first, which starts from the previous result warped "
+                  "along the motion (0: half of Steps); frame by frame, every frame takes Steps"},
+        dict(_config_argument("size"), show_if=only_iterative),
+        dict(_config_argument("style_weight"), show_if=only_iterative),
+        _preserve_colors(),
+    ]
+
+
 def spec(facts: EngineFacts | None = None) -> dict[str, Any]:
     """Everything the plug-in needs to register its procedures (JSON-serialisable). ``facts``
     about the engine's machine (shipped models, CUDA, step cost) come from ``nst gimp-install``;
@@ -275,5 +321,6 @@ def spec(facts: EngineFacts | None = None) -> dict[str, Any]:
         "layer_modes": {n: member for n, member, _ in LAYER_MODES},
         "selection_margin": SELECTION_MARGIN,
         "estimate": facts.get("step_cost"),
-        "procedures": {"plug-in-nst-stylize": stylize_arguments(facts), "plug-in-nst-texture": texture_arguments()},
+        "procedures": {"plug-in-nst-stylize": stylize_arguments(facts), "plug-in-nst-texture": texture_arguments(),
+                       "plug-in-nst-frames": frames_arguments(facts)},
     }

@@ -474,6 +474,8 @@ exec(open(os.path.join(DRIVER_DIR, "driver_models.py")).read())
 exec(open(os.path.join(DRIVER_DIR, "driver_flatpak.py")).read())
 # Regions: a style per saved channel or layer mask (same namespace).
 exec(open(os.path.join(DRIVER_DIR, "driver_regions.py")).read())
+# Animations: every layer a frame, stylized into a new image (same namespace).
+exec(open(os.path.join(DRIVER_DIR, "driver_frames.py")).read())
 
 results["done"] = True
 save()
