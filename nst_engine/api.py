@@ -188,9 +188,6 @@ def stylize(
     content_a = check_array(content, "content")
     style_a = scale_control.style_images(styles, scale_styles, cfg, bool(regions))
     region_a = [check_array(r.style, f"{r.argument or f'regions[{k}]'}.style") for k, r in enumerate(regions)]
-    if regions and cfg.tile:
-        raise InputError("tile", cfg.tile, "spatial control (--region) cannot run in tiles; leave --tile at 0 "
-                                           "(if memory is short, lower --size)")
     if temporal is not None and cfg.tile:
         raise InputError("tile", cfg.tile, "the temporal loss cannot run in tiles; leave --tile at 0")
     if regions and cfg.histogram_weight > 0 and not style_a:
@@ -210,7 +207,7 @@ def stylize(
         if regions else None
     plan = make_plan(content_in.shape[:2], cfg.size, cfg.steps, deepest(layers), device, scales=cfg.scales,
                      scale_steps=cfg.scale_steps, max_memory_gib=cfg.max_memory, tile=cfg.tile,
-                     tileable=not hist_layers and not regions and temporal is None)
+                     tileable=not hist_layers and temporal is None)
     encoder = _encoder(cfg, layers, device)
     results: list[StyleResult] = []
     x: torch.Tensor | None = None
@@ -225,7 +222,7 @@ def stylize(
             except (torch.OutOfMemoryError, RuntimeError) as e:
                 # The plan's estimate was short (another process took memory, an allocator's
                 # fragmentation): retry the scale in smaller exact tiles, never die of it.
-                if not _is_oom(e) or attempt == OOM_RETRIES or hist_layers or regions or temporal_in:
+                if not _is_oom(e) or attempt == OOM_RETRIES or hist_layers or temporal_in:
                     raise
                 if device.type == "cuda":
                     torch.cuda.empty_cache()

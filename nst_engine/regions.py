@@ -245,13 +245,28 @@ class GuidedGramLoss(FeatureLoss):
         self.mass = float(g.square().sum())
         self.register_buffer("target", target_gram.detach().float(), persistent=False)
         self.register_buffer("guidance", (g / self.mass**0.5).contiguous(), persistent=False)
+        self._full: torch.Tensor | None = None  # the guidance over the whole map, for tiles
 
     def forward(self, feats: Mapping[str, torch.Tensor]) -> torch.Tensor:
         f = feats[self.layer]
         if tuple(f.shape[-2:]) != self.map_shape:
             raise RuntimeError(f"{self.layer}: features {tuple(f.shape[-2:])}, guidance made for {self.map_shape}")
         g: torch.Tensor = _GuidedGram.apply(f, self.guidance, self.rows, self.cols)
+        return self.loss_from_gram(g)
+
+    def loss_from_gram(self, g: torch.Tensor) -> torch.Tensor:
+        """The loss of a guided Gram (whole or summed over tiles, `tile_gram`)."""
         return self.weight * F.mse_loss(g, self.target)
+
+    def tile_gram(self, f: torch.Tensor, whole: tuple[slice, slice]) -> torch.Tensor:
+        """The guided Gram's share of one tile's core, ``f`` (1,C,h,w), at ``whole`` in the map:
+        a sum over positions, so the shares of the tiles add up to the whole Gram (`tiling`)."""
+        if self._full is None or self._full.device != self.guidance.device:
+            full = self.guidance.new_zeros((1, 1, *self.map_shape))
+            full[..., self.rows, self.cols] = self.guidance
+            self._full = full
+        ft = (f.float() * self._full[..., whole[0], whole[1]]).reshape(f.shape[1], -1)
+        return torch.mm(ft, ft.t())
 
 
 @torch.no_grad()

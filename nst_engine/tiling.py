@@ -18,6 +18,8 @@ The histogram loss matches the distribution of a whole layer, so it is not tiled
 """
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 
 from .errors import InputError
@@ -25,6 +27,7 @@ from .losses import GramLoss, Objective
 from .ops import gram
 from .tilegrid import (
     Tile,
+    _tile_cores,
     encoder_geometry,
     feature_shape,
     feature_slices,
@@ -47,7 +50,7 @@ class TiledObjective:
     """Same value and gradient as ``objective``, evaluated in tiles of about ``core`` px."""
 
     def __init__(self, objective: Objective, core: int) -> None:
-        others = [t for t in objective.style if not isinstance(t, GramLoss)]
+        others = [t for t in objective.style if not isinstance(t, GramLoss) and not hasattr(t, "tile_gram")]
         if others:
             raise InputError("histogram_weight", "> 0",
                              "the histogram loss cannot run in tiles; set it to 0, or lower --size / raise --max-memory")
@@ -71,7 +74,10 @@ class TiledObjective:
         x = image.detach()
         shape = (x.shape[-2], x.shape[-1])
         obj = self.objective
-        styles = [t for t in obj.style if isinstance(t, GramLoss)]
+        # Plain Grams, and the guided Grams of spatial control (`regions.GuidedGramLoss`: the same
+        # sums over positions, each position weighted by the region's guidance there).
+        styles: list[Any] = [t for t in obj.style if isinstance(t, GramLoss)]
+        styles += [t for t in obj.style if not isinstance(t, GramLoss)]
         parts = dict.fromkeys(("content", "style", "tv"), x.new_zeros(()))
         grad = torch.zeros_like(x) if need_grad else None
         cover = tiles(shape, self.core, self.geometry)
@@ -84,9 +90,9 @@ class TiledObjective:
         # Pass 1: the whole image's Grams, the style loss and its gradient Ḡ with respect to them.
         gbars: list[torch.Tensor] = []
         if styles:
-            grams = tiled_grams(self.encoder, x, [t.layer for t in styles], self.core)
-            for term in styles:
-                g = grams[term.layer].requires_grad_(True)
+            grams = self._grams(x, styles)
+            for term, g in zip(styles, grams, strict=True):
+                g.requires_grad_(True)
                 loss = term.loss_from_gram(g)
                 if need_grad:
                     loss.backward()
@@ -108,9 +114,13 @@ class TiledObjective:
                     surrogate = surrogate + part
                 if need_grad:
                     for term, gbar in zip(styles, gbars, strict=True):
-                        f, _ = cores(feats, tile, term.layer)
-                        fh, fw = feature_shape(shape, self.strides[term.layer])
-                        surrogate = surrogate + (gbar * gram(f, float(fh * fw))).sum()
+                        f, whole = cores(feats, tile, term.layer)
+                        if isinstance(term, GramLoss):
+                            fh, fw = feature_shape(shape, self.strides[term.layer])
+                            share = gram(f, float(fh * fw))
+                        else:
+                            share = term.tile_gram(f, whole)
+                        surrogate = surrogate + (gbar * share).sum()
             if need_grad and surrogate.requires_grad:
                 surrogate.backward()
                 assert grad is not None and xt.grad is not None
@@ -127,4 +137,19 @@ class TiledObjective:
             parts["tv"] = tv.detach()
         total = parts["content"] + parts["style"] + parts["tv"]
         return total, parts, grad
+
+    def _grams(self, x: torch.Tensor, styles: list[Any]) -> list[torch.Tensor]:
+        """Each style term's Gram of the whole image ``x``, summed over the tiles' cores."""
+        plain = tiled_grams(self.encoder, x, [t.layer for t in styles if isinstance(t, GramLoss)], self.core) \
+            if any(isinstance(t, GramLoss) for t in styles) else {}
+        guided = [t for t in styles if not isinstance(t, GramLoss)]
+        sums: dict[int, torch.Tensor] = {}
+        if guided:
+            for name, f, whole, _ in _tile_cores(self.encoder, x, {t.layer for t in guided}, self.core):
+                for k, term in enumerate(guided):
+                    if self.encoder.resolve_layer(term.layer) == name:
+                        share = term.tile_gram(f, whole)
+                        sums[k] = sums[k].add_(share) if k in sums else share
+        it = iter(sums[k] for k in range(len(guided)))
+        return [plain[t.layer].clone() if isinstance(t, GramLoss) else next(it) for t in styles]
 
