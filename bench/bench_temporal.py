@@ -17,6 +17,9 @@ flow would give). Columns:
   (bilinear warping of the photo, the floor) is printed above each table.
 - ``detail lost``: mean |O_t − O_t(none)| over all pixels, /255, t ≥ 1: how far the blend moves
   the output from the model's own painting of the frame (warping blurs, errors in the flow smear).
+- ``style × none``: the median over t ≥ 1 of each output's Gram style loss against ``--style`` (at
+  384 px, relu1_1..relu4_1: how the shipped models were trained) over frame by frame's (issue:
+  within 1.2×); a blend softens the strokes, which can raise it.
 - ``fps (1 core)``: frames per CPU second (process time, all threads summed) of model + flow + mask
   + warp + blend, so that it means something on a shared machine; on idle cores wall-clock fps is
   up to that times the cores the model and DIS use. The model's outputs are computed once per clip
@@ -27,6 +30,7 @@ flow would give). Columns:
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable
 import sys
 import time
 from pathlib import Path
@@ -168,6 +172,28 @@ def run_known(clip: Clip, painted: list[np.ndarray], blend: float) -> list[np.nd
     return outs
 
 
+def style_scorer(style: str, side: int = 384) -> Callable[[np.ndarray], float]:
+    """The plain Gram style loss of an image (HxWx3 0..1) against ``style`` at ``side`` px, at the
+    shipped models' training layers relu1_1..relu4_1 (the engine's 10/C² · mse per layer)."""
+    import torch
+
+    from nst_engine.encoders.weights import get_encoder
+    from nst_engine.image import to_tensor
+    from nst_engine.losses import Objective, style_terms
+    from nst_engine.samples import load
+
+    cpu = torch.device("cpu")
+    layers = ("relu1_1", "relu2_1", "relu3_1", "relu4_1")
+    enc = get_encoder("caffe", "relu4_1", "max", cpu, False)
+    obj = Objective(enc, style=style_terms(enc, [to_tensor(load(style, "style", max_side=side), None, cpu)], (),
+                                           layers, (), 1.0))
+
+    def score(image: np.ndarray) -> float:
+        with torch.no_grad():
+            return float(obj(to_tensor(image, None, cpu))[0])
+    return score
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--model", default="starry-night")
@@ -178,12 +204,15 @@ def main() -> None:
     ap.add_argument("--presets", default="fast,medium")
     ap.add_argument("--photo", default=None, help="an image file (default kodak_23 from ../shared, else astronaut)")
     ap.add_argument("--save", default=None, help="write each clip's frames and outputs as PNGs to this folder")
+    ap.add_argument("--style", default=str(Path(__file__).resolve().parents[2] / "shared" / "images" / "styles"
+                                           / "starry_night.jpg"), help="the model's painting, for the style column")
     args = ap.parse_args()
     w, h = (int(v) for v in args.size.lower().split("x"))
     blends = [float(b) for b in args.blends.split(",")]
     presets = args.presets.split(",")
     photo, photo_name = load_photo(args.photo)
     stylize_model(np.zeros((h, w, 3), np.float32), args.model)  # warm the session
+    score = style_scorer(args.style) if Path(args.style).is_file() else None
     print(f"model {args.model}, {w}x{h}, {args.frames} frames, photo {photo_name}")
     for kind in args.clips.split(","):
         clip = Clip(photo, w, h, args.frames, {"pan": 1.0, "zoom": 0.99}[kind])
@@ -193,9 +222,11 @@ def main() -> None:
         base = warp_error(plain, clip)
         print(f"\nclip {kind}: input frames' warp err {floor:.2f}/255, true occluded {100 * true_occl:.1f} %, "
               f"model {1000 * model_cpu:.0f} ms CPU per frame")
-        print("| method | blend | DIS | warp err /255 | × none | detail lost /255 | fps (1 core) | flow % | occl % |")
-        print("|---|---|---|---|---|---|---|---|---|")
-        print(f"| none | – | – | {base:.2f} | 1.00 | 0 | {1 / model_cpu:.1f} | 0 | – |")
+        print("| method | blend | DIS | warp err /255 | × none | detail lost /255 | style × none | fps (1 core) | flow % "
+              "| occl % |")
+        print("|---|---|---|---|---|---|---|---|---|---|")
+        base_style = [score(o) for o in plain[1:]] if score else []
+        print(f"| none | – | – | {base:.2f} | 1.00 | 0 | 1.00 | {1 / model_cpu:.1f} | 0 | – |")
         rows = []
         for blend in blends:
             for preset in presets:
@@ -206,8 +237,9 @@ def main() -> None:
             err = warp_error(outs, clip)
             lost = 255.0 * float(np.mean([np.abs(o - p).mean() for o, p in zip(outs[1:], plain[1:], strict=True)]))
             fps = f"{1 / cpu:.1f}" if cpu == cpu else "–"
+            sty = f"{np.median([score(o) / b for o, b in zip(outs[1:], base_style, strict=True)]):.2f}" if score else "–"
             fshare = f"{100 * share:.0f}" if share == share else "–"
-            print(f"| {method} | {blend:g} | {preset} | {err:.2f} | {err / base:.2f} | {lost:.2f} | {fps} | {fshare} "
+            print(f"| {method} | {blend:g} | {preset} | {err:.2f} | {err / base:.2f} | {lost:.2f} | {sty} | {fps} | {fshare} "
                   f"| {100 * occl:.1f} |")
         if args.save:
             from nst_engine.image import write_image
