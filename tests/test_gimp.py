@@ -409,5 +409,12 @@ def test_frames_errors_are_clear_messages(gimp, case, words):
     assert r["added_images"] == 0  # nothing half-done left open
 
 
+def test_frames_cancel_leaves_no_image_and_stops_the_engine(gimp):
+    r = _check(gimp, "frames")["cancel"]
+    assert r.get("killed_plugin_pids") and r["status"] != "success", r
+    assert r["added_images"] == 0 and r["source_unchanged"]
+    assert r["engine_stop_s"] is not None and r["engine_stop_s"] < 5.0, r
+
+
 def test_driver_finished(gimp):
     assert gimp.get("done"), gimp["_meta"]["log_tail"]

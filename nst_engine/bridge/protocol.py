@@ -14,7 +14,7 @@ bytes one after the other. No pickle, nothing executable: a malformed message ra
 
 A connection carries: client ``hello`` (a fresh nonce) → server ``challenge`` (its nonce and
 its proof) → client ``auth`` (the client's proof) → server ``hello`` → client request (``op``:
-``stylize``, ``texture``, ``ping`` or ``shutdown``) → server ``progress`` messages → one
+``stylize``, ``texture``, ``frames``, ``ping`` or ``shutdown``) → server ``progress`` messages → one
 ``result`` or ``error``. The client cancels by closing the connection; the server notices and
 stops the engine.
 

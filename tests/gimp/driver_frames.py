@@ -74,6 +74,35 @@ def frames_summary(r, sources):
     return out, pixels
 
 
+def cancelled_frames():
+    """GIMP's Cancel kills the plug-in: do so while the engine works on the frames (iterative, many
+    steps); no image may be added, the engine stops."""
+    img, layers = animation(4)
+    sources = [read(layer) for layer in layers]
+    mark = _log_size()
+    info = {}
+
+    def kill_plugin():
+        if _wait_log(mark, "frames started", 60) is None:
+            info["error"] = "the job never started"
+            return
+        time.sleep(1.0)
+        pids = _plugin_pids()
+        t_kill = time.monotonic()
+        for pid in pids:
+            os.kill(pid, signal.SIGKILL)
+        t_stop = _wait_log(mark, "stopped (client gone)", 20)
+        info.update(killed_plugin_pids=pids, engine_stop_s=None if t_stop is None else round(t_stop - t_kill, 3))
+
+    th = threading.Thread(target=kill_plugin, daemon=True)
+    th.start()
+    out, _ = frames_summary(run_frames(img, method="iterative", steps=2000, size=64, **{"style-layer": STYLE}), [])
+    th.join(30)
+    out.update(info)
+    out["source_unchanged"] = all(diff(read(layer), s)["max"] == 0.0 for layer, s in zip(layers, sources, strict=True))
+    return out
+
+
 @check("frames")
 def _():
     names = ["Frame 1 (100ms)", "Frame 2 (100ms) (combine)", "Frame 3 (100ms)", "Frame 4 (250ms) (replace)"]
@@ -113,4 +142,5 @@ def _():
     grouped.insert_layer(group, None, 0)
     out["group"], _ = frames_summary(run_frames(grouped), [])
     out["no_style"], _ = frames_summary(run_frames(animation(2)[0], method="iterative"), [])
+    out["cancel"] = cancelled_frames()
     return out
