@@ -126,6 +126,8 @@ def test_cli_scale_styles_runs(tmp_path: Path, pictures: dict[str, np.ndarray]) 
     assert main(["stylize", str(paths[0]), "--scales", "32,48", "--scale-steps", "2,1", "--scale-styles",
                  f"{paths[1]},{paths[2]}", "-q", "-o", str(out)]) == 0
     assert Image.open(out).size == (48, 48)
+    assert main(["stylize", str(paths[0]), str(paths[1]), "--size", "32", "--steps", "2", "--style-scales", "0.5,2",
+                 "--style-blend", "1,3", "-q", "-o", str(out)]) == 0
 
 
 @pytest.mark.parametrize("extra, message", [
