@@ -189,3 +189,15 @@ def test_frames_with_a_shipped_model_temporal_changes_the_result():
     np.testing.assert_array_equal(temporal["frame0"], none["frame0"])  # nothing to blend with yet
     assert np.abs(temporal["frame3"] - none["frame3"]).mean() > 1e-3
     assert all(np.abs(none[k][..., :3] - f[..., :3]).mean() > 0.02 for k, f in zip(sorted(none), pan, strict=True))
+
+
+def test_iterative_frames_with_vgg():
+    """The iterative path for real (VGG-19, 48x64 frames, a few steps): frame 2 starts from frame 1's
+    result warped, with half the steps; each frame is painted."""
+    pan = _pan(2)
+    style = np.random.default_rng(2).random((32, 32, 3), dtype=np.float32)
+    head, out, messages = _run({"method": "iterative", "steps": 20, "size": 64, "seed": 0},
+                               _frames_arrays(pan, style=style))
+    assert head["info"]["steps"] == 20 + 10
+    assert all(np.abs(out[f"frame{i}"][..., :3] - pan[i][..., :3]).mean() > 0.01 for i in range(2))
+    assert any(m["stage"].startswith("frame 2/2: ") and m["total"] == 10 for m in messages), messages[-3:]
