@@ -6,19 +6,20 @@ the model; with STYLE images by the iterative optimizer, each frame after the fi
 the previous result warped along the flow (``--next-steps``, default half of ``--steps``).
 
 Finished frames are kept in ``OUTPUT.nst-frames/`` (PNG, a ``manifest.json`` of the settings, the
-last output in float for the temporal blend); the output is written from them, atomically, at the
-end, and the folder removed. Ctrl-C or SIGTERM stops the run with the frames kept; ``--resume``
-continues it (refused if the settings differ).
+last output in float for the temporal blend; `nst_engine.cli.video_work`); the output is written
+from them, atomically, at the end, and the folder removed. Ctrl-C or SIGTERM stops the run with the
+frames kept; ``--resume`` continues it (refused if the settings differ).
+
+``--ray ADDRESS`` paints chunks of frames on a Ray cluster (`nst_engine.cluster`, the ``cluster``
+extra), each chunk after the first starting ``--chunk-overlap`` frames early so that its temporal
+blend is warmed up at the join; finished chunks go into the same work folder, in order.
 """
 from __future__ import annotations
 
 import argparse
 import dataclasses
-import hashlib
 import json
 import math
-import os
-import shutil
 import signal
 import sys
 import threading
@@ -30,15 +31,16 @@ from typing import Any
 import numpy as np
 
 from ..errors import InputError
-from ..progress import Progress
 from ..temporal import CONSISTENCY, DEFAULT_BLEND, DEFAULT_PRESET, PRESETS
 from ..temporal import DEFAULT_TEMPORAL_WEIGHT as TEMPORAL_WEIGHT
+from .video_paint import FramesJob
+from .video_work import Display, WorkFolder, stamp, style_stamp
 
-WORK_SUFFIX = ".nst-frames"
 _SELECTION_FIELDS = ("composite", "margin", "feather")  # `StylizeOptions` a whole frame does not use
 
 
 def register(sub: Any) -> None:
+    from ..cluster import DEFAULT_CHUNK_FRAMES, DEFAULT_CHUNK_OVERLAP
     from ..options import StylizeOptions
     from .fields import add_field_options
     from .options import add_config_options
@@ -73,6 +75,16 @@ def register(sub: Any) -> None:
                         f"[default: {TEMPORAL_WEIGHT}]")
     g.add_argument("--resume", action="store_true", help="continue an interrupted run from OUTPUT.nst-frames/")
     g.add_argument("--keep-frames", action="store_true", help="keep OUTPUT.nst-frames/ after writing the output")
+    c = p.add_argument_group("cluster (the cluster extra: pip install -e '.[cluster]' on every node)")
+    c.add_argument("--ray", metavar="ADDRESS",
+                   help="paint chunks of frames on a Ray cluster: auto (the cluster this machine is part of), "
+                        "local or local:N (a Ray started here, with N CPUs), HOST:PORT or ray://HOST:PORT "
+                        "(Ray Client: pip install 'ray[client]') [default: no Ray, frames painted here in turn]")
+    c.add_argument("--chunk-frames", type=int, metavar="N",
+                   help=f"--ray: frames per chunk [default: {DEFAULT_CHUNK_FRAMES}]")
+    c.add_argument("--chunk-overlap", type=int, metavar="K",
+                   help="--ray: frames painted before each chunk but the first, and dropped, so that its temporal "
+                        f"blend starts warm at the join (--consistency temporal) [default: {DEFAULT_CHUNK_OVERLAP}]")
     add_field_options(p, StylizeOptions, skip=_SELECTION_FIELDS)
     add_config_options(p, skip=frozenset({"save_every"}))
     p.set_defaults(func=run_video)
@@ -92,205 +104,29 @@ def frame_range(text: str | None, count: int) -> tuple[int, int]:
     return start, stop
 
 
-def _stamp(path: Path) -> list[Any]:
-    if path.is_dir():
-        names = sorted(f"{f.name}:{f.stat().st_size}:{f.stat().st_mtime_ns}" for f in path.iterdir() if f.is_file())
-        return ["folder", hashlib.sha1("\n".join(names).encode()).hexdigest()]
-    st = path.stat()
-    return [st.st_size, st.st_mtime_ns]
+def _make_job(args: argparse.Namespace, options: Any, cfg: Any, next_steps: int) -> FramesJob:
+    job = FramesJob(options.method, args.consistency, args.blend, args.preset, options, cfg)
+    if options.method != "model":
+        from ..samples import load
 
-
-def _style_stamp(spec: str) -> Any:
-    return spec if spec.startswith(("sample:", "style:")) or not Path(spec).is_file() else [spec, *_stamp(Path(spec))]
-
-
-class WorkFolder:
-    """``OUTPUT.nst-frames/``: ``manifest.json``, ``NNNNNN.png`` per finished frame, ``state.npz``."""
-
-    def __init__(self, output: Path) -> None:
-        self.path = output.with_name(output.name + WORK_SUFFIX)
-        self.manifest = self.path / "manifest.json"
-        self.state_file = self.path / "state.npz"
-
-    def exists(self) -> bool:
-        return self.manifest.is_file()
-
-    def start(self, settings: dict[str, Any]) -> None:
-        self.path.mkdir(exist_ok=True)
-        self._atomic(self.manifest, json.dumps(settings, indent=1).encode())
-
-    def differences(self, settings: dict[str, Any]) -> list[str]:
-        try:
-            old = json.loads(self.manifest.read_text())
-        except (OSError, ValueError):
-            return ["manifest.json unreadable"]
-        return [f"{k} {json.dumps(old.get(k))} (now {json.dumps(settings.get(k))})"
-                for k in sorted(set(old) | set(settings)) if old.get(k) != settings.get(k)]
-
-    def frame(self, i: int) -> Path:
-        return self.path / f"{i:06d}.png"
-
-    def state(self) -> tuple[int, np.ndarray] | None:
-        """(index, float output) of the last finished frame; None before the first."""
-        try:
-            with np.load(self.state_file) as z:
-                return int(z["index"]), np.asarray(z["out"], np.float32)
-        except (OSError, ValueError, KeyError):
-            return None
-
-    def save(self, i: int, out: np.ndarray) -> None:
-        """Frame ``i``'s PNG, then the state (a crash between the two redoes frame ``i``)."""
-        import io
-
-        from ..image import write_image
-
-        write_image(self.frame(i), out)
-        buf = io.BytesIO()
-        np.savez(buf, index=np.int64(i), out=out.astype(np.float32))
-        self._atomic(self.state_file, buf.getvalue())
-
-    def _atomic(self, path: Path, data: bytes) -> None:
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.part")
-        try:
-            tmp.write_bytes(data)
-            os.replace(tmp, path)
-        except BaseException:
-            tmp.unlink(missing_ok=True)
-            raise
-
-    def frames(self, start: int, stop: int) -> Iterator[np.ndarray]:
-        from PIL import Image
-
-        for i in range(start, stop):
-            with Image.open(self.frame(i)) as im:
-                yield np.asarray(im.convert("RGB"))
-
-    def remove(self) -> None:
-        shutil.rmtree(self.path, ignore_errors=True)
-
-
-class _Painter:
-    """The `stylize_frames` model: replays a saved output once (to resume), else paints the frame."""
-
-    def __init__(self, paint: Callable[[np.ndarray, tuple[np.ndarray, np.ndarray] | None], np.ndarray]) -> None:
-        self.paint = paint
-        self.replay: np.ndarray | None = None
-        self.prev: tuple[np.ndarray, np.ndarray] | None = None
-        self._last: np.ndarray | None = None
-
-    def __call__(self, frame: np.ndarray) -> np.ndarray:
-        self._last = frame
-        if self.replay is not None:
-            out, self.replay = self.replay, None
-            return out
-        return self.paint(frame, self.prev)
-
-    def remember(self, out: np.ndarray) -> None:
-        assert self._last is not None
-        self.prev = (self._last, out)
-
-
-def _model_paint(options: Any, cfg: Any) -> Callable[..., np.ndarray]:
-    from .. import models
-    from ..selection import model_device
-
-    kw = dict(strength=options.strength, tile=cfg.tile, overlap=options.overlap_for(cfg.tile),
-              device=model_device(cfg.device), model_size=options.model_size, preserve_colors=cfg.preserve_colors)
-    return lambda frame, prev: models.stylize_model(frame, options.model, **kw)
-
-
-def _iterative_paint(args: argparse.Namespace, cfg: Any, work: WorkFolder, progress: "_Display",
-                     next_steps: int) -> Callable[..., np.ndarray]:
-    from ..samples import load
-    from ..temporal import TemporalStylizer, warp
-    from ..temporal_loss import TemporalTarget
-
-    temporal_weight = TEMPORAL_WEIGHT if args.temporal_weight is None else args.temporal_weight
-
-    final = int(cfg.scales[-1]) if cfg.scales else int(cfg.size)
-    styles = [load(s, "STYLE", max_side=max(1, math.ceil(final * cfg.style_scale))) for s in args.styles]
-    flows = TemporalStylizer(lambda f: f, "temporal", args.blend, args.preset) if args.consistency == "temporal" else None
-
-    def paint(frame: np.ndarray, prev: tuple[np.ndarray, np.ndarray] | None) -> np.ndarray:
-        from ..api import stylize
-        from ..image import write_image
-
-        run, temporal = cfg, None
-        if prev is not None and flows is not None:  # start from the previous result, warped
-            backward, mask = flows.flow_and_mask(prev[0], frame)
-            m = mask[..., None]
-            warped = warp(prev[1], backward)
-            init = write_image(work.path / "init.tif", m * warped + (1 - m) * frame)
-            run = cfg.replace(init=str(init), steps=next_steps, scales=(max(frame.shape[:2]),), scale_steps=())
-            if temporal_weight > 0:
-                temporal = TemporalTarget(warped, mask, temporal_weight)
-        image = stylize(frame, styles, run, callback=progress.step, temporal=temporal).image
-        if image.shape != frame.shape:
-            from ..resample import resize
-
-            image = np.clip(resize(image, *frame.shape[:2]), 0.0, 1.0).astype(np.float32)
-        return image
-
-    return paint
-
-
-class _Display:
-    """``video frame 3/40 [###...] step 80/250  00:12<01:40``: redrawn on a TTY, a line per frame otherwise."""
-
-    def __init__(self, total: int, quiet: bool) -> None:
-        self.total, self.quiet, self.tty = total, quiet, sys.stderr.isatty()
-        self.times: list[float] = []
-        self.t0 = self.t_frame = time.perf_counter()
-        self.done = 0
-        self.inner = ""
-        self._open = False
-        self._width = 0
-
-    def eta(self) -> float | None:
-        later = self.times[1:] or self.times  # the first frame (more steps) counts only alone
-        return sum(later) / len(later) * (self.total - self.done) if later else None
-
-    def step(self, p: Progress) -> None:
-        self.inner = f" step {p.step}/{p.total}"
-        self._draw(force=False)
-
-    def frame(self) -> None:
-        now = time.perf_counter()
-        self.times.append(now - self.t_frame)
-        self.t_frame, self.done, self.inner = now, self.done + 1, ""
-        self._draw(force=True)
-
-    def _draw(self, force: bool) -> None:
-        from .progress import _clock
-
-        if self.quiet or (not self.tty and not force):
-            return
-        filled = 30 * self.done // max(self.total, 1)
-        line = (f"video frame {self.done}/{self.total} [{'#' * filled}{'.' * (30 - filled)}]{self.inner}  "
-                f"{_clock(time.perf_counter() - self.t0)}<{_clock(self.eta())}")
-        width, self._width = self._width, len(line)  # a shorter line blanks the longer one's end
-        sys.stderr.write(f"\r{line:<{width}}" if self.tty else f"nst: {line}\n")
-        sys.stderr.flush()
-        self._open = self.tty
-
-    def close(self) -> None:
-        if self._open:
-            sys.stderr.write("\n")
-            sys.stderr.flush()
-            self._open = False
+        final = int(cfg.scales[-1]) if cfg.scales else int(cfg.size)
+        job.styles = tuple(load(s, "STYLE", max_side=max(1, math.ceil(final * cfg.style_scale))) for s in args.styles)
+        job.next_steps = next_steps
+        job.temporal_weight = TEMPORAL_WEIGHT if args.temporal_weight is None else args.temporal_weight
+    return job
 
 
 def _settings(args: argparse.Namespace, clip: Any, span: tuple[int, int], method: str, options: Any, cfg: Any,
               next_steps: int) -> dict[str, Any]:
     s: dict[str, Any] = {
-        "input": [str(clip.path.resolve()), clip.count, list(clip.size), _stamp(clip.path)], "frames": list(span),
+        "input": [str(clip.path.resolve()), clip.count, list(clip.size), stamp(clip.path)], "frames": list(span),
         "method": method, "consistency": args.consistency, "blend": args.blend, "preset": args.preset,
     }
     if method == "model":
         s["model"] = {k: getattr(options, k) for k in ("model", "model_size", "strength", "overlap")}
         s["model"].update(tile=cfg.tile, device=cfg.device, preserve_colors=cfg.preserve_colors)
     else:
-        s.update(styles=[_style_stamp(x) for x in args.styles], config=cfg.to_dict(), next_steps=next_steps,
+        s.update(styles=[style_stamp(x) for x in args.styles], config=cfg.to_dict(), next_steps=next_steps,
                  temporal_weight=TEMPORAL_WEIGHT if args.temporal_weight is None else args.temporal_weight)
     normal: dict[str, Any] = json.loads(json.dumps(s))
     return normal
@@ -307,6 +143,7 @@ def _check_args(args: argparse.Namespace) -> tuple[Any, Any, int]:
     TemporalStylizer(lambda f: f, args.consistency, args.blend, args.preset)  # checks the video options
     if args.fps is not None and not (math.isfinite(args.fps) and 0.1 <= args.fps <= 1000):
         raise InputError("--fps", args.fps, "must be between 0.1 and 1000")
+    _check_cluster_args(args)
     if options.method == "model":
         if args.styles:
             raise InputError("--model", args.model, "give STYLE images or --model, not both")
@@ -322,6 +159,10 @@ def _check_args(args: argparse.Namespace) -> tuple[Any, Any, int]:
     refuse_changed(args, StylizeOptions, ("model_size", "strength", "overlap"), "applies to --model only")
     if not args.styles:
         raise InputError("STYLE", "", "give at least one style image, or --model NAME")
+    if args.ray is not None and args.consistency == "temporal":
+        raise InputError("--ray", args.ray, "with STYLE images needs --consistency none: the iterative method starts "
+                                            "each frame from the previous result, so a chunk painted on its own does "
+                                            "not join the one before it (the model's blend does: use --model)")
     cfg = config_from_args(args)
     if args.temporal_weight is not None and not (math.isfinite(args.temporal_weight) and args.temporal_weight >= 0):
         raise InputError("--temporal-weight", args.temporal_weight, "must be a number ≥ 0")
@@ -329,6 +170,37 @@ def _check_args(args: argparse.Namespace) -> tuple[Any, Any, int]:
     if not 0 <= next_steps <= 10**6:
         raise InputError("--next-steps", next_steps, "must be between 0 and 1000000")
     return options, cfg, next_steps
+
+
+def _check_cluster_args(args: argparse.Namespace) -> None:
+    from ..cluster import DEFAULT_CHUNK_FRAMES, DEFAULT_CHUNK_OVERLAP, check_address
+
+    for name, value, lo, hi in (("--chunk-frames", args.chunk_frames, 1, 10**6),
+                                ("--chunk-overlap", args.chunk_overlap, 0, 10**4)):
+        if value is not None and args.ray is None:
+            raise InputError(name, value, "applies with --ray only")
+        if value is not None and not lo <= value <= hi:
+            raise InputError(name, value, f"must be between {lo} and {hi}")
+    if args.ray is not None:
+        check_address(args.ray)  # and that Ray is installed
+    args.chunk_frames = DEFAULT_CHUNK_FRAMES if args.chunk_frames is None else args.chunk_frames
+    args.chunk_overlap = DEFAULT_CHUNK_OVERLAP if args.chunk_overlap is None else args.chunk_overlap
+
+
+def _open_work(args: argparse.Namespace, out: Path, settings: dict[str, Any]) -> tuple[WorkFolder, Any]:
+    """The work folder, and the saved state of the run to resume (None: none)."""
+    work = WorkFolder(out)
+    if work.exists() and not args.resume:
+        raise InputError("output", args.output, f"an interrupted run left its frames in {work.path}; add --resume "
+                                                "to continue it, or delete that folder to start over")
+    if work.exists():
+        diff = work.differences(settings)
+        if diff:
+            raise InputError("--resume", str(work.path), "the interrupted run had other settings: " + "; ".join(diff))
+        return work, work.state()
+    if args.resume and not args.quiet:
+        print(f"nst: note: nothing to resume in {work.path}; starting from the first frame", file=sys.stderr)
+    return work, None
 
 
 def run_video(args: argparse.Namespace) -> int:
@@ -342,33 +214,23 @@ def run_video(args: argparse.Namespace) -> int:
         raise InputError("output", args.output, "is the input; give another output")
     start, stop = frame_range(args.frames, clip.count)
     settings = _settings(args, clip, (start, stop), options.method, options, cfg, next_steps)
-    work = WorkFolder(out)
-    saved = None
-    if work.exists() and not args.resume:
-        raise InputError("output", args.output, f"an interrupted run left its frames in {work.path}; add --resume "
-                                                "to continue it, or delete that folder to start over")
-    if work.exists():
-        diff = work.differences(settings)
-        if diff:
-            raise InputError("--resume", str(work.path), "the interrupted run had other settings: " + "; ".join(diff))
-        saved = work.state()
-    elif args.resume and not args.quiet:
-        print(f"nst: note: nothing to resume in {work.path}; starting from the first frame", file=sys.stderr)
+    work, saved = _open_work(args, out, settings)
     first = start if saved is None else saved[0] + 1
-    display = _Display(stop - start, args.quiet)
+    display = Display(stop - start, args.quiet)
     display.done = first - start
     shape = clip.size
-    if options.method == "model":
-        paint = _model_paint(options, cfg)
-    else:
+    if options.method != "model":
         from ..image import fit_long_side
 
         shape = fit_long_side(*clip.size, int(cfg.scales[-1]) if cfg.scales else int(cfg.size))
-        paint = _iterative_paint(args, cfg, work, display, next_steps)
+    job = _make_job(args, options, cfg, next_steps)
     restore = _on_sigterm()
     try:
         work.start(settings)
-        _run_frames(args, clip, work, paint, saved, (first, stop), shape, display)
+        if args.ray is not None:
+            _run_chunks(args, clip, work, job, (start, first, stop), shape, display)
+        else:
+            _run_frames(args, clip, work, job, saved, (first, stop), shape, display)
         from ..video_io import write_clip
 
         timing = clip.timing(start, stop, args.fps)
@@ -399,38 +261,56 @@ def run_video(args: argparse.Namespace) -> int:
     return 0
 
 
-def _run_frames(args: argparse.Namespace, clip: Any, work: WorkFolder, paint: Callable[..., np.ndarray],
+def _clip_frames(clip: Any, a: int, b: int, shape: tuple[int, int]) -> Iterator[np.ndarray]:
+    """Frames ``a:b`` of ``clip`` at ``shape`` (height, width); `InputError` if it has fewer."""
+    i = a
+    for frame in clip.frames(a, b):
+        if frame.shape[:2] != shape:
+            from ..resample import resize
+
+            frame = np.clip(resize(frame, *shape), 0.0, 1.0).astype(np.float32)
+        i += 1
+        yield frame
+    if i < b:
+        raise InputError("INPUT", str(clip.path), f"ended after {i} frames; {clip.count} were counted")
+
+
+def _run_frames(args: argparse.Namespace, clip: Any, work: WorkFolder, job: FramesJob,
                 saved: tuple[int, np.ndarray] | None, span: tuple[int, int], shape: tuple[int, int],
-                display: _Display) -> None:
+                display: Display) -> None:
     """Stylize frames ``span`` into ``work``; a resumed temporal run replays its last saved output first."""
-    from ..temporal import stylize_frames
-
     first, stop = span
-    painter = _Painter(paint)
     primed = saved is not None and args.consistency == "temporal" and first < stop
-
-    def feed() -> Iterator[np.ndarray]:
-        if primed:
-            assert saved is not None
-            painter.replay = saved[1]
-        for frame in clip.frames(first - 1 if primed else first, stop):
-            if frame.shape[:2] != shape:
-                from ..resample import resize
-
-                frame = np.clip(resize(frame, *shape), 0.0, 1.0).astype(np.float32)
-            yield frame
-
-    outs = stylize_frames(feed(), painter, consistency=args.consistency, blend=args.blend, preset=args.preset)
-    if primed:
-        painter.remember(next(outs))
-    i = first - 1
-    for i, image in enumerate(outs, first):
-        painter.remember(image)
+    replay = saved[1] if primed and saved is not None else None
+    frames = _clip_frames(clip, first - 1 if primed else first, stop, shape)
+    for i, image in enumerate(job.run(frames, work.path, display.step, replay), first):
         work.save(i, image)
         display.frame()
     display.close()
-    if i + 1 < stop:
-        raise InputError("INPUT", str(clip.path), f"ended after {i + 1} frames; {clip.count} were counted")
+
+
+def _run_chunks(args: argparse.Namespace, clip: Any, work: WorkFolder, job: FramesJob, span: tuple[int, int, int],
+                shape: tuple[int, int], display: Display) -> None:
+    """Frames ``first:stop`` into ``work`` in chunks on Ray; each chunk after the run's first frame
+    ``start`` starts ``--chunk-overlap`` frames early (never before ``start``), its own temporal warm-up."""
+    from ..cluster import connect, plan, run_chunks
+
+    start, first, stop = span
+    overlap = args.chunk_overlap if args.consistency == "temporal" else 0  # frame by frame: nothing to warm
+    chunks = plan(first, stop, args.chunk_frames, overlap, floor=start)
+
+    def done(k: int, outs: np.ndarray) -> None:
+        for i, image in enumerate(outs, chunks[k].start):
+            work.save(i, image.astype(np.float32) / np.float32(255.0))
+        display.frames(len(outs), f" chunk {k + 1}/{len(chunks)}")
+
+    with connect(args.ray, quiet=args.quiet) as cluster:
+        if not args.quiet:
+            print(f"nst: Ray: {cluster}; {len(chunks)} chunks of ≤{args.chunk_frames} frames, {overlap} before "
+                  "each for the join", file=sys.stderr)
+        run_chunks(job, lambda a, b: _clip_frames(clip, a, b, shape), chunks, done,
+                   gpus=1 if str(job.cfg.device).startswith("cuda") else 0)
+    display.close()
 
 
 def _on_sigterm() -> Callable[[], object]:
