@@ -96,7 +96,8 @@ def test_iterative_frames_start_from_the_previous_result_with_fewer_steps(monkey
     def fake(content, styles, config, callback=None, stop=None, **kw):
         init = config.init
         seen.append({"steps": config.steps, "scales": config.scales, "init_file": Path(init).is_file()
-                     if init not in ("content", "noise", "style") else init, "styles": len(styles)})
+                     if init not in ("content", "noise", "style") else init, "styles": len(styles),
+                     "temporal": kw.get("temporal")})
         return api.StyleResult(content.astype(np.float32), 0.0, {}, [], config.steps, False, 0.0, "cpu")
 
     monkeypatch.setattr(api, "stylize", fake)
@@ -108,9 +109,13 @@ def test_iterative_frames_start_from_the_previous_result_with_fewer_steps(monkey
     assert [s["init_file"] for s in seen] == ["content", True, True, "content"]
     assert all(s["styles"] == 1 for s in seen) and seen[1]["scales"] == (64,)
     assert head["info"]["steps"] == 30 and out["frame3"].shape == (32, 32, 4)
+    # later frames of a run are held to the warped previous result by the temporal loss
+    assert [s["temporal"] is not None for s in seen] == [False, True, True, False]
+    assert seen[1]["temporal"].warped.shape[:2] == seen[1]["temporal"].mask.shape
     seen.clear()
     _run(dict(params, next_steps=3, consistency="none"), _frames_arrays(pan, style=style))
     assert [(s["steps"], s["init_file"]) for s in seen] == [(10, "content")] * 3  # no warm start: all steps
+    assert all(s["temporal"] is None for s in seen)
 
 
 def test_frames_job_errors_name_the_argument(monkeypatch):

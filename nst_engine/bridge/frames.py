@@ -167,13 +167,14 @@ def _model_paint(params: dict[str, Any], inner: Callable[[Any], None], stop: thr
 def _iterative_paint(params: dict[str, Any], style: np.ndarray, next_steps: int, consistency: str, folder: Path,
                      inner: Callable[[Any], None], stop: threading.Event, info: dict[str, Any]) -> Paint:
     """As ``nst video``'s iterative path: frame 1 of a run with ``steps``, each later frame from the
-    previous output warped along the flow (the frame itself where occluded), ``next_steps`` steps
-    at the final scale only."""
+    previous output warped along the flow (the frame itself where occluded) and held to it by the
+    temporal loss where it was visible, ``next_steps`` steps at the final scale only."""
     from .. import api
     from ..image import write_image
     from ..resample import resize
     from ..selection import crop_config
-    from ..temporal import TemporalStylizer, warp
+    from ..temporal import DEFAULT_TEMPORAL_WEIGHT, TemporalStylizer, warp
+    from ..temporal_loss import TemporalTarget
 
     cfg = _config(params)
     later = next_steps or max(1, cfg.steps // 2)
@@ -181,14 +182,17 @@ def _iterative_paint(params: dict[str, Any], style: np.ndarray, next_steps: int,
 
     def paint(frame: np.ndarray, prev: tuple[np.ndarray, np.ndarray] | None) -> np.ndarray:
         long = max(frame.shape[:2])
-        run = crop_config(cfg, long, long)
+        run, temporal = crop_config(cfg, long, long), None
         if prev is not None and flows is not None:
             backward, mask = flows.flow_and_mask(prev[0], frame)
             m = mask[..., None]
-            init = write_image(folder / "init.tif", m * warp(prev[1], backward) + (1 - m) * frame)
+            warped = warp(prev[1], backward)
+            init = write_image(folder / "init.tif", m * warped + (1 - m) * frame)
             final = int(run.scales[-1]) if run.scales else int(run.size)
             run = run.replace(init=str(init), steps=later, scales=(final,), scale_steps=())
-        r = api.stylize(frame, [style], run, callback=inner, stop=stop)
+            # Ruder et al.'s short-term temporal loss, as `nst video` (nst_engine.temporal_loss)
+            temporal = TemporalTarget(warped, mask, DEFAULT_TEMPORAL_WEIGHT)
+        r = api.stylize(frame, [style], run, callback=inner, stop=stop, temporal=temporal)
         if r.stopped or stop.is_set():
             raise Cancelled("stopped")
         info["steps"] = info.get("steps", 0) + r.steps
