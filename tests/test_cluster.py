@@ -58,9 +58,10 @@ def local(ray: Any, src: Path, tmp_path_factory: pytest.TempPathFactory) -> dict
     return {c: video(src, tmp / c, "--consistency", c) for c in ("temporal", "none")}
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def cluster(ray: Any) -> Any:
-    """A local Ray with 2 CPUs for the test, which `nst video --ray` uses (and leaves) when it finds it."""
+    """A local Ray with 2 CPUs for the tests below (one start: each takes 4-25 s on 2 busy cores), which
+    `nst video --ray` uses, and leaves, when it finds it; the test before them starts its own."""
     ray.init(num_cpus=2, include_dashboard=False, logging_level="ERROR")
     yield ray
     ray.shutdown()
@@ -109,6 +110,19 @@ def test_the_overlap_is_what_joins_the_chunks_and_frame_by_frame_is_exact(
     np.testing.assert_array_equal(none, local["none"])
 
 
+def test_iterative_runs_on_ray_frame_by_frame_only(cluster: Any, src: Path, tmp_path: Path,
+                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    base = ["video", str(src), "style:swirls", "--size", "32", "--steps", "3", "--precision", "fp32", "--frames", "0:4",
+            "-q", "--consistency", "none"]
+    code = main([*base[:-2], "--ray", "local", "-o", str(tmp_path / "t")])
+    assert code == 2 and "--ray='local': with STYLE images needs --consistency none" in capsys.readouterr().err
+    assert main([*base, "-o", str(tmp_path / "l")]) == 0
+    assert main([*base, "--ray", "local", "--chunk-frames", "3", "-o", str(tmp_path / "r")]) == 0
+    # the same optimizer on each frame; only the threads differ (a worker runs one), so the float sums may
+    diff = np.abs(frames(tmp_path / "r") - frames(tmp_path / "l"))
+    assert diff.shape == (4, 24, 32, 3) and diff.mean() <= 1.0, diff.mean()
+
+
 def test_ray_resume_continues_after_the_last_saved_frame(
         cluster: Any, src: Path, local: dict[str, np.ndarray], tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
         capsys: pytest.CaptureFixture[str]) -> None:
@@ -131,19 +145,6 @@ def test_ray_resume_continues_after_the_last_saved_frame(
     got = frames(tmp_path / "o")
     np.testing.assert_array_equal(got[:6], whole[:6])  # kept as they were
     assert np.abs(got - local["temporal"]).mean(axis=(1, 2, 3)).max() <= 3  # frame 6 is a join now
-
-
-def test_iterative_runs_on_ray_frame_by_frame_only(cluster: Any, src: Path, tmp_path: Path,
-                                                   capsys: pytest.CaptureFixture[str]) -> None:
-    base = ["video", str(src), "style:swirls", "--size", "32", "--steps", "3", "--precision", "fp32", "--frames", "0:4",
-            "-q", "--consistency", "none"]
-    code = main([*base[:-2], "--ray", "local", "-o", str(tmp_path / "t")])
-    assert code == 2 and "--ray='local': with STYLE images needs --consistency none" in capsys.readouterr().err
-    assert main([*base, "-o", str(tmp_path / "l")]) == 0
-    assert main([*base, "--ray", "local", "--chunk-frames", "3", "-o", str(tmp_path / "r")]) == 0
-    # the same optimizer on each frame; only the threads differ (a worker runs one), so the float sums may
-    diff = np.abs(frames(tmp_path / "r") - frames(tmp_path / "l"))
-    assert diff.shape == (4, 24, 32, 3) and diff.mean() <= 1.0, diff.mean()
 
 
 @pytest.mark.parametrize("extra, needle", [

@@ -298,6 +298,8 @@ def _run_chunks(args: argparse.Namespace, clip: Any, work: WorkFolder, job: Fram
     start, first, stop = span
     overlap = args.chunk_overlap if args.consistency == "temporal" else 0  # frame by frame: nothing to warm
     chunks = plan(first, stop, args.chunk_frames, overlap, floor=start)
+    if not chunks:  # a resumed run that had finished its frames
+        return
 
     def done(k: int, outs: np.ndarray) -> None:
         for i, image in enumerate(outs, chunks[k].start):
