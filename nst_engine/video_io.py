@@ -34,6 +34,7 @@ import numpy as np
 
 from .config import MAX_PIXELS
 from .errors import EngineRuntimeError, InputError
+from .image import _umask
 
 __all__ = ["ANIMATION_SUFFIXES", "VIDEO_SUFFIXES", "FRAME_SUFFIXES", "DEFAULT_FPS", "Clip", "Timing", "Audio",
            "open_clip", "output_kind", "check_output", "write_clip", "ffmpeg_exe"]
@@ -300,12 +301,6 @@ def write_clip(path: str | os.PathLike[str], frames: Iterable[np.ndarray], timin
         tmp.unlink(missing_ok=True)
         raise
     return p
-
-
-def _umask() -> int:
-    mask = os.umask(0o22)
-    os.umask(mask)
-    return mask
 
 
 def _write_folder(p: Path, frames: Iterable[np.ndarray]) -> Path:
