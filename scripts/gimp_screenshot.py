@@ -4,6 +4,7 @@
     sudo .venv/bin/python scripts/gimp_screenshot.py            # → docs/gimp-dialog.png
     sudo .venv/bin/python scripts/gimp_screenshot.py --method iterative  # → docs/gimp-dialog-iterative.png
     sudo .venv/bin/python scripts/gimp_screenshot.py --texture  # → docs/gimp-texture-dialog.png
+    sudo .venv/bin/python scripts/gimp_screenshot.py --frames   # → docs/gimp-frames-dialog.png
 
 Builds the chroot if needed (tests/gimp/gimpchroot.py), installs the plug-in into a throw-away
 GIMP profile, opens a photo and a style image, starts Filters ▸ Artistic ▸ Neural Style
@@ -35,12 +36,21 @@ def load(name):
     return img
 style_img = load("style.png")
 img = load("photo.png")
+if PROC == "plug-in-nst-frames":  # a 4-frame animation: the photo and three shifted copies
+    base = img.get_layers()[0]
+    base.set_name("Frame 1 (100ms)")
+    for k in range(2, 5):
+        layer = base.copy()
+        img.insert_layer(layer, None, 0)
+        layer.set_name("Frame %d (100ms)" % k)
+        layer.set_offsets(6 * (k - 1), 0)
 proc = Gimp.get_pdb().lookup_procedure(PROC)
 cfg = proc.create_config()
 cfg.set_property("run-mode", Gimp.RunMode.INTERACTIVE)
 cfg.set_property("image", img)
 cfg.set_core_object_array("drawables", img.get_selected_layers())
-cfg.set_property("style-layer", style_img.get_layers()[0])
+if PROC != "plug-in-nst-frames" or METHOD == "iterative":
+    cfg.set_property("style-layer", style_img.get_layers()[0])
 if METHOD:
     cfg.set_property("method", METHOD)
 if MODE == "progress":  # run it (no dialog) and let the shell side capture the progress bar
@@ -125,6 +135,7 @@ def demo_images(out: Path) -> None:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--texture", action="store_true", help="the Neural Texture dialog instead")
+    ap.add_argument("--frames", action="store_true", help="the animation (frames) dialog instead")
     ap.add_argument("--progress", action="store_true",
                     help="GIMP's window while a run is in progress (docs/gimp-progress.png)")
     ap.add_argument("--method", choices=("iterative", "model"),
@@ -134,9 +145,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--keep-style", type=Path, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     proc, title = ("plug-in-nst-texture", "Neural Texture") if args.texture else \
+        ("plug-in-nst-frames", r"Neural Style Transfer \(frames\)") if args.frames else \
         ("plug-in-nst-stylize", "Neural Style Transfer")
     mode = "progress" if args.progress else "dialog"
     default = "gimp-progress.png" if args.progress else "gimp-texture-dialog.png" if args.texture else \
+        "gimp-frames-dialog.png" if args.frames else \
         "gimp-dialog-iterative.png" if args.method == "iterative" else "gimp-dialog.png"
     output = args.output or REPO / "docs" / default
     from nst_engine import gimp_install
