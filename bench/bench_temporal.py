@@ -20,6 +20,9 @@ flow would give). Columns:
 - ``style × none``: the median over t ≥ 1 of each output's Gram style loss against ``--style`` (at
   384 px, relu1_1..relu4_1: how the shipped models were trained) over frame by frame's (issue:
   within 1.2×); a blend softens the strokes, which can raise it.
+- ``+ refine K`` (``--refine K``): the blend followed by K optimizer steps of
+  `temporal_loss.refine` (the model's training loss towards the frame's own painting, plus the
+  temporal loss); its fps counts those steps' CPU time too.
 - ``fps (1 core)``: frames per CPU second (process time, all threads summed) of model + flow + mask
   + warp + blend, so that it means something on a shared machine; on idle cores wall-clock fps is
   up to that times the cores the model and DIS use. The model's outputs are computed once per clip
@@ -136,11 +139,13 @@ def stylize_all(clip: Clip, model: str) -> tuple[list[np.ndarray], float]:
     return outs, (time.process_time() - c0) / clip.n
 
 
-def run(clip: Clip, painted: list[np.ndarray], blend: float, preset: str) -> tuple[list[np.ndarray], float, float, float]:
-    """(outputs, CPU s per frame of flow + mask + warp + blend, of which flow + mask, mean occluded share)
-    of `TemporalStylizer` with the model's outputs precomputed (the same for every run)."""
+def run(clip: Clip, painted: list[np.ndarray], blend: float, preset: str, refine: int = 0,
+        loss: dict | None = None) -> tuple[list[np.ndarray], float, float, float]:
+    """(outputs, CPU s per frame of flow + mask + warp + blend (+ refine), of which flow + mask, mean
+    occluded share) of `TemporalStylizer` with the model's outputs precomputed (the same for every run)."""
     served = iter(painted)
-    runner = TemporalStylizer(lambda frame: next(served), "temporal", blend, preset)
+    runner = TemporalStylizer(lambda frame: next(served), "temporal", blend, preset, refine_steps=refine,
+                              refine_loss=loss)
     flow_cpu = [0.0]
     inner = runner.flow_and_mask
 
@@ -204,6 +209,8 @@ def main() -> None:
     ap.add_argument("--presets", default="fast,medium")
     ap.add_argument("--photo", default=None, help="an image file (default kodak_23 from ../shared, else astronaut)")
     ap.add_argument("--save", default=None, help="write each clip's frames and outputs as PNGs to this folder")
+    ap.add_argument("--refine", default="", help="also these --refine-steps (e.g. 5), at each blend and the "
+                                                 "last preset: K optimizer steps after the blend")
     ap.add_argument("--style", default=str(Path(__file__).resolve().parents[2] / "shared" / "images" / "styles"
                                            / "starry_night.jpg"), help="the model's painting, for the style column")
     args = ap.parse_args()
@@ -233,6 +240,11 @@ def main() -> None:
                 outs, cpu, flow, occl = run(clip, plain, blend, preset)
                 rows.append(("temporal", blend, preset, outs, model_cpu + cpu, flow / (model_cpu + cpu), occl))
             rows.append(("known", blend, "–", run_known(clip, plain, blend), float("nan"), float("nan"), true_occl))
+            for k in (int(v) for v in args.refine.split(",") if v):
+                from nst_engine.models import load_model
+
+                outs, cpu, flow, occl = run(clip, plain, blend, presets[-1], k, load_model(args.model, "cpu").training)
+                rows.append((f"+ refine {k}", blend, presets[-1], outs, model_cpu + cpu, flow / (model_cpu + cpu), occl))
         for method, blend, preset, outs, cpu, share, occl in rows:
             err = warp_error(outs, clip)
             lost = 255.0 * float(np.mean([np.abs(o - p).mean() for o, p in zip(outs[1:], plain[1:], strict=True)]))

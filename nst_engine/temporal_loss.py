@@ -20,7 +20,8 @@ resized to it; runs in tiles are refused.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -34,7 +35,7 @@ from .temporal import DEFAULT_TEMPORAL_WEIGHT
 if TYPE_CHECKING:
     from .thin import Pad
 
-__all__ = ["DEFAULT_WEIGHT", "TEMPORAL_SCALE", "TemporalTarget", "TemporalLoss", "pad_like", "prepare", "term"]
+__all__ = ["DEFAULT_WEIGHT", "TEMPORAL_SCALE", "TemporalTarget", "TemporalLoss", "pad_like", "prepare", "refine", "term"]
 
 DEFAULT_WEIGHT = DEFAULT_TEMPORAL_WEIGHT  # measured: bench/bench_temporal_iterative.py
 TEMPORAL_SCALE = 100.0
@@ -119,3 +120,35 @@ def term(target: TemporalTarget, shape: tuple[int, int], device: torch.device) -
         warped = F.interpolate(warped, size=shape, mode="bilinear", align_corners=False, antialias=True)
         mask = F.interpolate(mask, size=shape, mode="bilinear", align_corners=False, antialias=True)
     return TemporalLoss(warped.clamp(0, 255).to(device), mask.clamp(0, 1).to(device), target.weight)
+
+
+def refine(frame: np.ndarray, start: np.ndarray, own: np.ndarray, warped: np.ndarray, mask: np.ndarray,
+           steps: int, loss: dict[str, Any] | None = None, weight: float = DEFAULT_WEIGHT) -> np.ndarray:
+    """The model path's temporal step with a few optimizer steps (issue #13): from ``start`` (the
+    model's painting of ``frame`` blended with the warped previous output), ``steps`` L-BFGS steps
+    on the model's own training loss — content: ``frame``; style: the Gram matrices of ``own``,
+    the model's unblended painting of this frame — plus the temporal loss towards ``warped`` where
+    ``mask`` is 1. The blend keeps the strokes in place but averages two paintings whose strokes
+    do not quite line up, which dulls the texture (2× the style loss of frame by frame in
+    bench/bench_temporal.py); these steps restore the frame's own texture statistics while the
+    temporal loss keeps it in place. ``loss``: the model's ``training`` metadata (layers, weights);
+    all arrays HxWx3 0..1 (mask HxW) of one size."""
+    import tempfile
+
+    from .api import stylize
+    from .config import StyleConfig
+    from .image import write_image
+
+    t = loss or {}
+    side = max(frame.shape[:2])
+    base = StyleConfig()
+    cfg = StyleConfig(size=side, scales=(side,), steps=steps, seed=0, style_scale=1.0,
+                      content_layers=tuple(t.get("content_layers", ("relu2_2",))),
+                      style_layers=tuple(t.get("style_layers", base.style_layers[:4])),
+                      content_weight=float(t.get("content_weight", 1000.0)),
+                      style_weight=float(t.get("style_weight", 1.0)))
+    with tempfile.TemporaryDirectory(prefix="nst-refine-") as tmp:
+        init = write_image(Path(tmp) / "start.tif", np.clip(start, 0.0, 1.0))
+        result = stylize(frame[..., :3], [own], cfg.replace(init=str(init)),
+                         temporal=TemporalTarget(warped, mask, weight))
+    return np.clip(result.image, 0.0, 1.0).astype(np.float32)

@@ -153,6 +153,24 @@ def test_model_video_is_the_engine_s_temporal_output(pan: list[np.ndarray], tmp_
     assert np.abs(u8(clip.frames(0, 1))[0].astype(int) - none[1]).mean() < 6  # (GIF palette)
 
 
+def test_model_video_with_refine_steps(pan: list[np.ndarray], tmp_path: Path, cv2: Any) -> None:
+    """--refine-steps: the engine's `stylize_frames(..., refine_steps=K)` with the model's own loss."""
+    from nst_engine.models import load_model
+    from nst_engine.temporal import stylize_frames
+
+    src = folder_of(pan[:3], tmp_path / "in")
+    assert main(["video", str(src), "--model", "starry-night", "--refine-steps", "2", "-q",
+                 "-o", str(tmp_path / "r")]) == 0
+    refined = u8(open_clip(tmp_path / "r").frames()).astype(int)
+    frames = [f.astype(np.float32) / 255 for f in pan[:3]]
+    expected = u8(stylize_frames(frames, "starry-night", tile=0, refine_steps=2,
+                                 refine_loss=load_model("starry-night", "cpu").training)).astype(int)
+    assert np.abs(refined - expected).max() <= 1
+    blended = u8(stylize_frames(frames, "starry-night", tile=0)).astype(int)
+    np.testing.assert_array_equal(refined[0], blended[0])
+    assert np.abs(refined[2] - blended[2]).mean() > 1  # the steps changed the later frames
+
+
 def test_resume_after_interrupt_gives_the_uninterrupted_frames(pan: list[np.ndarray], tmp_path: Path, cv2: Any,
                                                                 monkeypatch: pytest.MonkeyPatch,
                                                                 capsys: pytest.CaptureFixture[str]) -> None:
@@ -231,6 +249,7 @@ def test_audio_is_copied_and_trimmed_to_the_frames(tmp_path: Path, ffmpeg: str, 
     (["--blend", "1.5"], "--blend=1.5"),
     (["--next-steps", "5"], "--next-steps=5"),
     (["--temporal-weight", "2"], "--temporal-weight=2.0"),
+    (["--refine-steps", "-1"], "--refine-steps=-1"),
     (["--steps", "5"], "--steps=5"),
     (["--fps", "0"], "--fps=0.0"),
     (["style:swirls"], "--model='starry-night': give STYLE images or --model, not both"),

@@ -50,6 +50,7 @@ class FramesJob:
     styles: tuple[np.ndarray, ...] = ()
     next_steps: int = 0
     temporal_weight: float = TEMPORAL_WEIGHT
+    refine_steps: int = 0  # the model path: optimizer steps after each blend (`temporal_loss.refine`)
 
     def paint(self, scratch: Path, step: Callable[[Progress], None] | None = None) -> Callable[..., np.ndarray]:
         """paint(frame, (previous frame, its output) | None) → the frame painted; ``scratch``: a folder
@@ -64,7 +65,14 @@ class FramesJob:
 
         painter = _Painter(self.paint(scratch, step))
         painter.replay = replay
-        outs = stylize_frames(frames, painter, consistency=self.consistency, blend=self.blend, preset=self.preset)
+        refine = self.refine_steps if self.method == "model" else 0
+        loss = None
+        if refine:  # the model's own training loss, from its metadata
+            from ..models import load_model
+
+            loss = load_model(self.options.model, "cpu").training
+        outs = stylize_frames(frames, painter, consistency=self.consistency, blend=self.blend, preset=self.preset,
+                              refine_steps=refine, refine_loss=loss)
         for k, out in enumerate(outs):
             painter.remember(out)
             if k or replay is None:
