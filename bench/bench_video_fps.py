@@ -1,6 +1,7 @@
 """Wall-clock frames per second of the model path of `nst video` (issue #13), flow included.
 
     .venv/bin/python bench/bench_video_fps.py [--model starry-night] [--size 512x288] [--frames 16] [--repeat 2]
+        [--refine K]
 
 `bench_temporal.py`'s synthetic pan rendered from scikit-image's ``coffee``; the model's session is
 warmed first; then, ``--repeat`` times: every frame through the model alone (frame by frame), and
@@ -34,6 +35,8 @@ def main() -> None:
     ap.add_argument("--size", default="512x288")
     ap.add_argument("--frames", type=int, default=16)
     ap.add_argument("--repeat", type=int, default=2)
+    ap.add_argument("--refine", type=int, default=0, help="also time --blend 0.7 --refine-steps K (the model path's "
+                                                         "optimizer refine, `temporal_loss.refine`)")
     args = ap.parse_args()
     w, h = (int(v) for v in args.size.split("x"))
     clip = Clip(data.coffee().astype(np.float32) / 255.0, w, h, args.frames, 1.0)
@@ -49,6 +52,14 @@ def main() -> None:
         n = clip.n
         print(f"{w}x{h}, {n} frames, {args.model}: frame by frame {n / (t1 - t0):.1f} fps, "
               f"temporal {n / (t2 - t1):.1f} fps (flow, mask, warp and blend: {1 - (t1 - t0) / (t2 - t1):.0%} of its time)")
+        if args.refine:
+            from nst_engine.models import load_model
+
+            loss = load_model(args.model, "cpu").training
+            t3 = time.perf_counter()
+            for _out in stylize_frames(clip.frames, args.model, blend=0.7, refine_steps=args.refine, refine_loss=loss):
+                pass
+            print(f"  blend 0.7 + refine {args.refine}: {(time.perf_counter() - t3) / n:.2f} s a frame", flush=True)
 
 
 if __name__ == "__main__":
