@@ -33,9 +33,11 @@ from .image import check_array
 from .temporal import DEFAULT_TEMPORAL_WEIGHT
 
 if TYPE_CHECKING:
+    from .temporal import TemporalStylizer
     from .thin import Pad
 
-__all__ = ["DEFAULT_WEIGHT", "TEMPORAL_SCALE", "TemporalTarget", "TemporalLoss", "pad_like", "prepare", "refine", "term"]
+__all__ = ["DEFAULT_WEIGHT", "TEMPORAL_SCALE", "TemporalTarget", "TemporalLoss", "pad_like", "prepare", "refine", "term",
+           "warm_start"]
 
 DEFAULT_WEIGHT = DEFAULT_TEMPORAL_WEIGHT  # measured: bench/bench_temporal_iterative.py
 TEMPORAL_SCALE = 100.0
@@ -152,3 +154,19 @@ def refine(frame: np.ndarray, start: np.ndarray, own: np.ndarray, warped: np.nda
         result = stylize(frame[..., :3], [own], cfg.replace(init=str(init)),
                          temporal=TemporalTarget(warped, mask, weight))
     return np.clip(result.image, 0.0, 1.0).astype(np.float32)
+
+
+def warm_start(flows: "TemporalStylizer", prev: tuple[np.ndarray, np.ndarray], frame: np.ndarray, folder: Path,
+               weight: float) -> tuple[Path, TemporalTarget | None]:
+    """The iterative path's start for a frame after the first (`nst video`, GIMP's frames job):
+    ``prev`` = (previous frame, its output) warped along the flow to ``frame`` (the frame itself
+    where it was not visible), written to ``folder``/init.tif for ``StyleConfig.init``, and the
+    temporal loss towards it (None for weight 0)."""
+    from .image import write_image
+    from .temporal import warp
+
+    backward, mask = flows.flow_and_mask(prev[0], frame)
+    warped = warp(prev[1], backward)
+    m = mask[..., None]
+    init = write_image(folder / "init.tif", m * warped + (1 - m) * frame)
+    return init, (TemporalTarget(warped, mask, weight) if weight > 0 else None)

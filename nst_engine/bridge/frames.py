@@ -170,11 +170,10 @@ def _iterative_paint(params: dict[str, Any], style: np.ndarray, next_steps: int,
     previous output warped along the flow (the frame itself where occluded) and held to it by the
     temporal loss where it was visible, ``next_steps`` steps at the final scale only."""
     from .. import api
-    from ..image import write_image
     from ..resample import resize
     from ..selection import crop_config
-    from ..temporal import DEFAULT_TEMPORAL_WEIGHT, TemporalStylizer, warp
-    from ..temporal_loss import TemporalTarget
+    from ..temporal import DEFAULT_TEMPORAL_WEIGHT, TemporalStylizer
+    from ..temporal_loss import warm_start
 
     cfg = _config(params)
     later = next_steps or max(1, cfg.steps // 2)
@@ -184,14 +183,10 @@ def _iterative_paint(params: dict[str, Any], style: np.ndarray, next_steps: int,
         long = max(frame.shape[:2])
         run, temporal = crop_config(cfg, long, long), None
         if prev is not None and flows is not None:
-            backward, mask = flows.flow_and_mask(prev[0], frame)
-            m = mask[..., None]
-            warped = warp(prev[1], backward)
-            init = write_image(folder / "init.tif", m * warped + (1 - m) * frame)
+            # the warped previous output as the start, and Ruder et al.'s temporal loss, as `nst video`
+            init, temporal = warm_start(flows, prev, frame, folder, DEFAULT_TEMPORAL_WEIGHT)
             final = int(run.scales[-1]) if run.scales else int(run.size)
             run = run.replace(init=str(init), steps=later, scales=(final,), scale_steps=())
-            # Ruder et al.'s short-term temporal loss, as `nst video` (nst_engine.temporal_loss)
-            temporal = TemporalTarget(warped, mask, DEFAULT_TEMPORAL_WEIGHT)
         r = api.stylize(frame, [style], run, callback=inner, stop=stop, temporal=temporal)
         if r.stopped or stop.is_set():
             raise Cancelled("stopped")

@@ -90,25 +90,19 @@ def _model_paint(job: FramesJob) -> Callable[..., np.ndarray]:
 
 
 def _iterative_paint(job: FramesJob, scratch: Path, step: Callable[[Progress], None] | None) -> Callable[..., np.ndarray]:
-    from ..temporal import TemporalStylizer, warp
-    from ..temporal_loss import TemporalTarget
+    from ..temporal import TemporalStylizer
+    from ..temporal_loss import warm_start
 
     cfg = job.cfg
     flows = TemporalStylizer(lambda f: f, "temporal", job.blend, job.preset) if job.consistency == "temporal" else None
 
     def paint(frame: np.ndarray, prev: tuple[np.ndarray, np.ndarray] | None) -> np.ndarray:
         from ..api import stylize
-        from ..image import write_image
 
         run, temporal = cfg, None
         if prev is not None and flows is not None:  # start from the previous result, warped
-            backward, mask = flows.flow_and_mask(prev[0], frame)
-            m = mask[..., None]
-            warped = warp(prev[1], backward)
-            init = write_image(scratch / "init.tif", m * warped + (1 - m) * frame)
+            init, temporal = warm_start(flows, prev, frame, scratch, job.temporal_weight)
             run = cfg.replace(init=str(init), steps=job.next_steps, scales=(max(frame.shape[:2]),), scale_steps=())
-            if job.temporal_weight > 0:
-                temporal = TemporalTarget(warped, mask, job.temporal_weight)
         image = stylize(frame, list(job.styles), run, callback=step, temporal=temporal).image
         if image.shape != frame.shape:
             from ..resample import resize
