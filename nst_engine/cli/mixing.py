@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import sys
 from typing import TYPE_CHECKING
 
 from ..errors import InputError
@@ -59,11 +58,11 @@ def run_model_mix(args: argparse.Namespace, options: "StylizeOptions") -> int:
     import dataclasses
 
     from ..config import StyleConfig
-    from ..image import check_output_path, write_image
+    from ..image import check_output_path
     from ..model_mix import parse_mix, stylize_mixed
     from ..options import MODEL_CONFIG_FIELDS
     from ..samples import load
-    from .progress import ProgressBar
+    from .progress import paint_and_write
 
     other, weight = parse_mix(args.model_mix, "--model-mix")
     out = check_output_path(args.output)
@@ -75,15 +74,5 @@ def run_model_mix(args: argparse.Namespace, options: "StylizeOptions") -> int:
         from .compose import selection_mask
 
         mask = selection_mask(args.mask, content)
-    bar = ProgressBar(enabled=False if args.quiet else None)
-    try:
-        result = stylize_mixed(content, mask, cfg, options, other, weight, callback=bar)
-    finally:
-        bar.close()
-    if result.note:
-        print(f"nst: note: {result.note}", file=sys.stderr)
-    write_image(out, result.image)
-    if bar.enabled:
-        h, w = result.image.shape[:2]
-        print(f"wrote {out} ({w}x{h}, model {args.model} mixed with {other} at {weight:g})", file=sys.stderr)
-    return 0
+    return paint_and_write(out, lambda bar: stylize_mixed(content, mask, cfg, options, other, weight, callback=bar),
+                           args.quiet, f"model {args.model} mixed with {other} at {weight:g}")

@@ -3,7 +3,9 @@ from __future__ import annotations
 
 import sys
 import time
-from typing import TextIO
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TextIO
 
 from ..progress import Progress
 
@@ -45,3 +47,22 @@ class ProgressBar:
             self.stream.write("\n")
             self.stream.flush()
             self._open = False
+
+
+def paint_and_write(out: Path, paint: Callable[[ProgressBar], Any], quiet: bool, label: str) -> int:
+    """The model commands' tail: ``paint(bar)`` (a result with ``image`` and ``note``) under a
+    progress bar, its note on stderr, the image written to ``out``, and a ``wrote …`` line."""
+    from ..image import write_image
+
+    bar = ProgressBar(enabled=False if quiet else None)
+    try:
+        result = paint(bar)
+    finally:
+        bar.close()
+    if result.note:
+        print(f"nst: note: {result.note}", file=sys.stderr)
+    write_image(out, result.image)
+    if bar.enabled:
+        h, w = result.image.shape[:2]
+        print(f"wrote {out} ({w}x{h}, {label})", file=sys.stderr)
+    return 0

@@ -13,7 +13,7 @@ import sys
 from typing import TYPE_CHECKING, Any
 
 from ..errors import InputError
-from .progress import ProgressBar
+from .progress import ProgressBar, paint_and_write
 
 if TYPE_CHECKING:
     from export.config import TrainConfig
@@ -132,7 +132,7 @@ def run_model_stylize(args: argparse.Namespace) -> int:
     import dataclasses
 
     from ..config import StyleConfig
-    from ..image import check_output_path, write_image
+    from ..image import check_output_path
     from ..options import MODEL_CONFIG_FIELDS, StylizeOptions
     from ..samples import load
     from ..selection import stylize_selection
@@ -147,15 +147,5 @@ def run_model_stylize(args: argparse.Namespace) -> int:
         from .compose import selection_mask
 
         mask = selection_mask(args.mask, content)
-    bar = ProgressBar(enabled=False if getattr(args, "quiet", False) else None)
-    try:
-        result = stylize_selection(content, mask, (), cfg, options, callback=bar)
-    finally:
-        bar.close()
-    if result.note:
-        print(f"nst: note: {result.note}", file=sys.stderr)
-    write_image(out, result.image)
-    if bar.enabled:
-        h, w = result.image.shape[:2]
-        print(f"wrote {out} ({w}x{h}, model {args.model})", file=sys.stderr)
-    return 0
+    return paint_and_write(out, lambda bar: stylize_selection(content, mask, (), cfg, options, callback=bar),
+                           getattr(args, "quiet", False), f"model {args.model}")
