@@ -41,6 +41,7 @@ from .catalog import PAINTINGS, ModelEntry, model_catalog  # noqa: F401 (re-expo
 from .errors import Cancelled, EngineRuntimeError, InputError
 from .image import check_array
 from .progress import Progress, ProgressCallback, StopFlag
+from .system import onnx_threads
 
 __all__ = [
     "MARKER", "INPUT_NAME", "OUTPUT_NAME", "STATS_NAME", "STATS_IN_NAME", "MIX_NAME", "ModelInfo", "ModelEntry", "PAINTINGS",
@@ -166,7 +167,7 @@ def _check_io(session: Any, source: str) -> tuple[str, str, bool]:
     return ins[0].name, out.name, shares
 
 
-_CACHE: dict[tuple[str, int, int, str], ModelInfo] = {}
+_CACHE: dict[tuple[str, int, int, str, int], ModelInfo] = {}
 _LOCK = threading.Lock()
 
 
@@ -178,7 +179,8 @@ def load_model(model: str | os.PathLike[str], device: str = "auto") -> ModelInfo
     except OSError as e:
         raise InputError("model", str(model), f"cannot be read ({e.strerror})") from None
     providers = _providers(device)
-    key = (str(path.resolve()), st.st_size, st.st_mtime_ns, providers[0])
+    threads = onnx_threads()
+    key = (str(path.resolve()), st.st_size, st.st_mtime_ns, providers[0], threads)
     with _LOCK:
         info = _CACHE.get(key)
         if info is not None:
@@ -191,6 +193,7 @@ def load_model(model: str | os.PathLike[str], device: str = "auto") -> ModelInfo
         # 1024×768 took 1.0-1.4 s against 0.6 s (a fresh block for the planned pattern); tiles
         # and a long-lived server run many sizes anyway.
         options.enable_mem_pattern = False
+        options.intra_op_num_threads = threads
         try:
             session = ort.InferenceSession(str(path), options, providers=providers)
         except Exception as e:  # onnxruntime raises its own Fail/InvalidProtobuf/InvalidGraph

@@ -41,3 +41,11 @@ def cpu_name() -> str:
     except OSError:
         pass
     return name
+
+
+def onnx_threads() -> int:
+    """onnxruntime's intra-op threads: OMP_NUM_THREADS where it is set to a positive whole number
+    (Ray sets it to a task's CPUs, and torch obeys it too), else 0 (onnxruntime's own default:
+    one per physical core, which oversubscribes a machine that runs several Ray tasks)."""
+    text = os.environ.get("OMP_NUM_THREADS", "").strip()
+    return int(text) if text.isdigit() and int(text) > 0 else 0

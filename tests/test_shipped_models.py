@@ -47,6 +47,17 @@ def test_every_shipped_model_has_metadata_and_runs(name: str) -> None:
     assert out.std() > 0.03
 
 
+@pytest.mark.parametrize(("env", "threads"), [("1", 1), ("3", 3), ("", 0), ("0", 0), ("two", 0)])
+def test_onnxruntime_threads_follow_omp_num_threads(env: str, threads: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Ray sets OMP_NUM_THREADS to a task's CPUs: a model session must not take every core
+    monkeypatch.setenv("OMP_NUM_THREADS", env)
+    info = load_model(REQUIRED[0], "cpu")
+    assert info.session.get_session_options().intra_op_num_threads == threads
+    img = small("sample:chelsea", 32)
+    out = stylize_model(img, REQUIRED[0], device="cpu", model_size=0)
+    assert out.shape[:2] == img.shape[:2] and np.isfinite(out).all()
+
+
 def test_catalog_names_each_painting() -> None:
     entries = {e.name: e for e in model_catalog()}
     assert set(entries) == set(list_models())
