@@ -16,7 +16,11 @@ def __getattr__(name: str) -> Any:
         from .config import StyleConfig
 
         return StyleConfig
-    if name in ("stylize", "reconstruct", "texture", "Progress", "StyleResult", "Region"):
+    if name in ("reconstruct", "texture"):
+        from . import synthesis
+
+        return getattr(synthesis, name)
+    if name in ("stylize", "Progress", "StyleResult", "Region"):
         from . import api
 
         return getattr(api, name)

@@ -395,3 +395,21 @@ def test_stale_starting_marker_does_not_block(tmp_path, monkeypatch):
     (tmp_path / client.STATE_NAME).write_text(json.dumps({"pid": os.getpid(), "port": 1, "token": "x"}))
     with pytest.raises(client.BridgeError, match="not found"):
         client.Engine({"engine_python": str(tmp_path / "no-python")}).call("stylize", {})
+
+
+def test_texture_job_runs_the_real_optimizer():
+    """The GIMP texture job (plug-in-nst-texture) end to end on real weights: canvas size back, opaque."""
+    from nst_engine.errors import InputError
+
+    rng = np.random.default_rng(4)
+    style = rng.random((32, 32, 4), dtype=np.float32)
+    arrays = {"style": ([32, 32, 4], style.tobytes())}
+    seen: list[dict] = []
+    header, out = jobs.texture({"shape": [30, 40], "steps": 2, "size": 40}, arrays, seen.append, threading.Event())
+    shape, img = out["image"]
+    img = np.asarray(img).reshape(shape)
+    assert shape == [30, 40, 4] and header["info"]["steps"] == 2
+    np.testing.assert_array_equal(img[..., 3], 1.0)
+    assert np.isfinite(img).all() and img[..., :3].std() > 0.01
+    with pytest.raises(InputError, match="shape"):
+        jobs.texture({"shape": [0, 40], "steps": 1}, arrays, seen.append, threading.Event())

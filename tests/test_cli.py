@@ -232,23 +232,23 @@ def test_tiff_keeps_16_bits(tmp_path: Path) -> None:
 
 
 def test_texture_and_reconstruct_use_their_loss_weights(style96: np.ndarray, content96: np.ndarray) -> None:
-    from nst_engine import api
+    from nst_engine import synthesis
     from nst_engine.config import StyleConfig
     from nst_engine.errors import InputError
 
     # one step: the losses are those of the same (seeded) start image, so the weights show exactly
     base = StyleConfig(size=32, steps=1, style_layers=("relu1_1", "relu2_1"), tv_weight=0.5)
-    one, two = (api.texture(style96, base.replace(style_weight=w)).losses for w in (1.0, 2.0))
+    one, two = (synthesis.texture(style96, base.replace(style_weight=w)).losses for w in (1.0, 2.0))
     assert two["style"] == pytest.approx(2 * one["style"]) and two["tv"] == pytest.approx(one["tv"])
     assert one["tv"] > 0
     with pytest.raises(InputError, match="style_weight"):
-        api.texture(style96, base.replace(style_weight=0.0))
+        synthesis.texture(style96, base.replace(style_weight=0.0))
     cfg = StyleConfig(size=32, steps=1)
-    plain = api.reconstruct(content96, "relu2_1", cfg).losses
-    smooth = api.reconstruct(content96, "relu2_1", cfg.replace(tv_weight=0.5, content_weight=2.0)).losses
+    plain = synthesis.reconstruct(content96, "relu2_1", cfg).losses
+    smooth = synthesis.reconstruct(content96, "relu2_1", cfg.replace(tv_weight=0.5, content_weight=2.0)).losses
     assert plain["tv"] == 0 and smooth["tv"] > 0 and smooth["content"] == pytest.approx(2 * plain["content"])
     with pytest.raises(InputError, match="content_weight"):
-        api.reconstruct(content96, "relu2_1", cfg.replace(content_weight=0.0))
+        synthesis.reconstruct(content96, "relu2_1", cfg.replace(content_weight=0.0))
 
 
 def test_commands_refuse_settings_they_do_not_use(images: tuple[Path, Path], tmp_path: Path,

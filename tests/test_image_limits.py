@@ -95,14 +95,14 @@ def test_reduced_decoding_keeps_the_output_size_exact(tmp_path: Path) -> None:
 # --------------------------------------------------------------------------------------------
 
 def test_thin_images_run_in_the_api(style96: np.ndarray) -> None:
-    from nst_engine import api
+    from nst_engine import api, synthesis
     from nst_engine.config import StyleConfig
     from nst_engine.image import fit_long_side
 
     cfg = StyleConfig(size=64, steps=1)
     strip = np.random.default_rng(1).random((3, 128, 3), dtype=np.float32)
     assert api.stylize(strip, [style96], cfg).image.shape == (2, 64, 3)  # mirrored out, cropped back
-    assert api.texture(style96, cfg, shape=(5, 64)).image.shape == (5, 64, 3)
+    assert synthesis.texture(style96, cfg, shape=(5, 64)).image.shape == (5, 64, 3)
     assert api.stylize(style96, [strip], cfg).image.shape[:2] == fit_long_side(*style96.shape[:2], 64)  # thin style
 
 

@@ -306,7 +306,7 @@ def _region_inputs(params: dict[str, Any], arrays: Arrays, content: np.ndarray, 
 
 def texture(params: dict[str, Any], arrays: dict[str, tuple[list[int], Any]], progress: Progress,
             stop: threading.Event) -> tuple[dict[str, Any], Arrays]:
-    from .. import api
+    from .. import synthesis
     from ..errors import Cancelled
     from ..image import fit_long_side
 
@@ -315,7 +315,7 @@ def texture(params: dict[str, Any], arrays: dict[str, tuple[list[int], Any]], pr
     scale = _scale(params, max(h, w))
     ph, pw = fit_long_side(h, w, _processed_long(max(h, w), scale))
     cfg = _config(params, max(ph, pw))
-    r = api.texture(style, cfg, shape=(ph, pw), callback=_progress_adapter(progress), stop=stop)
+    r = synthesis.texture(style, cfg, shape=(ph, pw), callback=_progress_adapter(progress), stop=stop)
     if r.stopped or stop.is_set():
         raise Cancelled("stopped")
     out = resize(r.image, (h, w))

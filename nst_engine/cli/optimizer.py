@@ -215,7 +215,7 @@ def run_stylize(args: argparse.Namespace) -> int:
 
 @_interruptible
 def run_reconstruct(args: argparse.Namespace) -> int:
-    from ..api import reconstruct
+    from ..synthesis import reconstruct
 
     cfg = config_from_args(args)
     if cfg.init in ("content", "style"):
@@ -228,7 +228,7 @@ def run_reconstruct(args: argparse.Namespace) -> int:
 
 @_interruptible
 def run_texture(args: argparse.Namespace) -> int:
-    from ..api import texture
+    from ..synthesis import texture
     from ..image import fit_long_side
 
     cfg = config_from_args(args)
