@@ -21,16 +21,19 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from .arrays import to_unit_float
 from .bridge.timing import processed_long
 from .config import StyleConfig
-from .errors import Cancelled, InputError
+from .errors import Cancelled, EngineRuntimeError, InputError
 from .options import StylizeOptions
 from .progress import ProgressCallback, StopFlag
+
+if TYPE_CHECKING:
+    from .regions import Region
 
 __all__ = ["SelectionResult", "crop_config", "model_device", "model_size_for", "processed_long", "stylize_selection"]
 
@@ -110,6 +113,7 @@ def stylize_selection(
     options: StylizeOptions | None = None,
     *,
     reference_long: int | None = None,
+    regions: Sequence[Region] = (),
     callback: ProgressCallback | None = None,
     stop: StopFlag | None = None,
 ) -> SelectionResult:
@@ -119,6 +123,8 @@ def stylize_selection(
     ``options.method`` ``iterative`` paints in the style of ``styles`` with ``config``; ``model``
     runs ``options.model`` (``config.tile``, ``device`` and ``preserve_colors`` apply). Sizes
     follow the module's size rule. A ``stop`` set during the iterative run raises `Cancelled`.
+    ``regions`` (iterative only; masks over the whole ``image``) are cut to the crop and passed to
+    `nst_engine.api.stylize`: a style per region, ``styles`` for the part none covers.
     """
     cfg = config or StyleConfig()
     opts = options or StylizeOptions()
@@ -134,6 +140,14 @@ def stylize_selection(
     device = model_device(cfg.device) if model else cfg.device
     if model and style_list:
         raise InputError("styles", f"{len(style_list)} image(s)", "the model method takes no style image")
+    if model and regions:
+        raise InputError("regions", f"{len(regions)} region(s)", "regions need the iterative method")
+    rgb = np.ascontiguousarray(img[..., :3])
+    whole = mask is None or (np.shape(mask) == (h, w) and bool((np.asarray(mask) >= _full(mask)).all()))
+    if regions:  # the crop that `stylize_region` will hand to run(), to cut the region masks alike
+        from .compositing.region import crop_box
+
+        x0, y0, x1, y1 = (0, 0, w, h) if whole else crop_box(mask, opts.margin)  # type: ignore[arg-type]
     info: dict[str, Any] = {}
     stylized: list[np.ndarray] = []
 
@@ -151,7 +165,16 @@ def stylize_selection(
             from . import api
             from .resample import resize
 
-            r = api.stylize(crop, style_list, crop_config(cfg, max(ch, cw), int(ref)), callback=callback, stop=stop)
+            extra: dict[str, Any] = {}
+            if regions:
+                from dataclasses import replace
+
+                if (ch, cw) != (y1 - y0, x1 - x0):
+                    raise EngineRuntimeError(f"the selection's crop is {cw}x{ch}, the regions were cut for "
+                                             f"{x1 - x0}x{y1 - y0}")
+                extra["regions"] = [replace(g, mask=np.asarray(g.mask)[y0:y1, x0:x1]) for g in regions]
+            r = api.stylize(crop, style_list, crop_config(cfg, max(ch, cw), int(ref)), callback=callback, stop=stop,
+                            **extra)
             info.update(method="iterative", steps=r.steps, seconds=r.seconds, device=r.device, loss=r.loss,
                         processed=list(r.image.shape[:2]))
             if r.stopped or (stop is not None and stop.is_set()):
@@ -160,8 +183,6 @@ def stylize_selection(
         stylized.append(out)
         return out
 
-    rgb = np.ascontiguousarray(img[..., :3])
-    whole = mask is None or (np.shape(mask) == (h, w) and bool((np.asarray(mask) >= _full(mask)).all()))
     if whole:
         out = run(rgb)
         composite = out if img.shape[2] == 3 else np.concatenate([out, img[..., 3:]], axis=2)

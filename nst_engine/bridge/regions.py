@@ -8,11 +8,11 @@ takes the engine) and ``regionK_channel`` (the channel's name, for messages). ``
 ``style_file``, as `nst_engine.api.stylize`'s STYLE images do). Errors name the plug-in's
 arguments (``region2-channel``, ``region2-style-layer``, ``regions-rest``).
 
-`stylize_regions` is `nst_engine.selection.stylize_selection`'s iterative path with regions: the
-crop is the selection's bounding box plus its margin (the whole content without a selection),
-the region masks are cropped alike, `nst_engine.api.stylize` runs with `Region`s (Gatys et al.
-2017 guided Gram matrices, `nst_engine.regions`) and the result is composited back the same way,
-so outside the selection nothing changes. With the rest kept as the photo the new layer's mask is
+`stylize_regions` runs `nst_engine.selection.stylize_selection` with `Region`s: the crop is the
+selection's bounding box plus its margin (the whole content without a selection), the region
+masks are cropped alike, `nst_engine.api.stylize` runs with them (Gatys et al. 2017 guided Gram
+matrices, `nst_engine.regions`) and the result is composited back, so outside the selection
+nothing changes. With the rest kept as the photo the new layer's mask is
 the selection times the regions' union (clipped to 1): what GIMP shows outside every region is the
 original, bit for bit, and soft channel edges blend.
 """
@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 
 from ..config import StyleConfig
-from ..errors import Cancelled, EngineRuntimeError, InputError
+from ..errors import InputError
 
 MAX_REGIONS = 4  # as `nst_engine.bridge.arguments.MAX_REGIONS` (no import: that module reads StyleConfig)
 RESTS = ("photo", "style")
@@ -134,51 +134,23 @@ def stylize_regions(
     """(layer h×w×3, layer mask h×w, note, info) of `content` (h×w×3|4 0..1) stylized with
     ``regions`` (``rest_styles`` for the part none covers: empty = keep the photo) inside the
     selection ``mask`` (None: the whole content). See the module notes."""
-    from .. import api
-    from ..compositing.region import crop_box, stylize_region
     from ..regions import Region
-    from ..resample import resize
-    from ..selection import _unblended, crop_config
+    from ..selection import stylize_selection
 
-    h, w = content.shape[:2]
+    cut = [Region(r.mask, r.style, argument=r.argument, source=r.name) for r in regions]
+    try:
+        res = stylize_selection(content, None if _whole(mask) else mask, list(rest_styles), config, options,
+                                reference_long=reference_long, regions=cut, callback=callback, stop=stop)
+    except InputError as e:
+        if e.argument == "styles":  # the regions leave no pixel for the rest's style
+            raise InputError("regions-rest", "style", "the regions cover the whole selection, so the rest of "
+                                                      "the image gets no pixel: keep the photo there") from None
+        raise
+    info = {**res.info, "regions": len(cut)}
     rgb = np.ascontiguousarray(content[..., :3], dtype=np.float32)
-    whole = _whole(mask)
-    x0, y0, x1, y1 = (0, 0, w, h) if whole or mask is None else crop_box(mask, int(options.margin))
-    info: dict[str, Any] = {}
-    stylized: list[np.ndarray] = []
-
-    def run(crop: np.ndarray) -> np.ndarray:
-        ch, cw = crop.shape[:2]
-        if (ch, cw) != (y1 - y0, x1 - x0):
-            raise EngineRuntimeError(f"the selection's crop is {cw}x{ch}, the regions were cut for "
-                                     f"{x1 - x0}x{y1 - y0}")
-        cut = [Region(r.mask[y0:y1, x0:x1], r.style, argument=r.argument, source=r.name) for r in regions]
-        try:
-            res = api.stylize(crop, list(rest_styles), crop_config(config, max(ch, cw), reference_long),
-                              callback=callback, stop=stop, regions=cut)
-        except InputError as e:
-            if e.argument == "styles":  # the regions leave no pixel for the rest's style
-                raise InputError("regions-rest", "style", "the regions cover the whole selection, so the rest of "
-                                                          "the image gets no pixel: keep the photo there") from None
-            raise
-        info.update(method="iterative", steps=res.steps, seconds=res.seconds, device=res.device, loss=res.loss,
-                    processed=list(res.image.shape[:2]), regions=len(cut))
-        if res.stopped or stop.is_set():
-            raise Cancelled("stopped")
-        out = np.clip(resize(res.image, ch, cw), 0.0, 1.0)
-        stylized.append(out)
-        return out
-
-    note = ""
-    if whole:
-        layer = run(rgb)
-        layer_mask = np.ones((h, w), np.float32) if mask is None else np.asarray(mask, np.float32).copy()
-    else:
-        assert mask is not None
-        r = stylize_region(content, mask, run, margin=int(options.margin), composite=options.composite,
-                           feather=float(options.feather))
-        layer = _unblended(rgb, r.image, r.layer_mask, r.bbox, stylized[-1], options.composite)
-        layer_mask, note = r.layer_mask.astype(np.float32), r.note
+    layer, layer_mask, note = res.layer, res.layer_mask, res.note
+    if mask is not None and _whole(mask):  # the layer's mask is the (full) selection itself
+        layer_mask = np.asarray(mask, np.float32).copy()
     if not rest_styles:  # the rest keeps the photo: the layer shows only inside the regions
         union = np.clip(np.sum([r.mask for r in regions], axis=0), 0.0, 1.0)
         layer_mask = (layer_mask * union).astype(np.float32)
