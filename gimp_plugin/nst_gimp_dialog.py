@@ -51,7 +51,7 @@ GROUPS = {
     PROC_FRAMES: [("model", "Model", ["model", "model-file", "model-size"]),
                   ("style", "Style", ["style-layer", "style-file"]),
                   ("engine", "Optimizer", ["steps", "next-steps", "size", "style-weight"]),
-                  ("temporal", "Between frames", ["consistency", "blend"]),
+                  ("temporal", "Between frames", ["consistency", "blend", "refine-steps"]),
                   ("result", "Result", ["preserve-colors"])],
 }
 TOP = {PROC_STYLIZE: ["method"], PROC_TEXTURE: [], PROC_FRAMES: ["method"]}  # above the frames, after the intro

@@ -130,7 +130,11 @@ def test_frames_job_errors_name_the_argument(monkeypatch):
             ({"method": "model", "model": "starry-night", "blend": 1.0}, _frames_arrays(pan), "blend"),
             ({"method": "model", "model": ""}, _frames_arrays(pan), "choose a model"),
             ({"method": "iterative"}, _frames_arrays(pan), "choose a style"),
-            ({"method": "model", "model": "starry-night", "next_steps": -1}, _frames_arrays(pan), "next-steps")):
+            ({"method": "model", "model": "starry-night", "next_steps": -1}, _frames_arrays(pan), "next-steps"),
+            ({"method": "model", "model": "starry-night", "refine_steps": -1}, _frames_arrays(pan), "refine-steps"),
+            ({"method": "model", "model": "starry-night", "refine_steps": 2, "consistency": "none"},
+             _frames_arrays(pan), "refine-steps"),
+            ({"method": "iterative", "refine_steps": 2}, _frames_arrays(pan, style=pan[0]), "refine-steps")):
         with pytest.raises(InputError, match=match):
             frames.frames(params, arrays, lambda m: None, threading.Event())
     assert not seen  # refused before any work
@@ -194,6 +198,22 @@ def test_frames_with_a_shipped_model_temporal_changes_the_result():
     np.testing.assert_array_equal(temporal["frame0"], none["frame0"])  # nothing to blend with yet
     assert np.abs(temporal["frame3"] - none["frame3"]).mean() > 1e-3
     assert all(np.abs(none[k][..., :3] - f[..., :3]).mean() > 0.02 for k, f in zip(sorted(none), pan, strict=True))
+
+
+def test_frames_with_a_shipped_model_and_refine_steps():
+    """refine-steps (as `nst video --refine-steps`): optimizer steps on the blended frames under the
+    model's own loss change the later frames, never the first (nothing is blended into it)."""
+    from nst_engine.models import model_catalog
+
+    if "starry-night" not in [e.name for e in model_catalog()]:
+        pytest.skip("starry-night does not ship here")
+    pan = _pan(3)
+    base = {"method": "model", "model": "starry-night", "consistency": "temporal"}
+    _, plain, _ = _run(base, _frames_arrays(pan))
+    _, refined, _ = _run(dict(base, refine_steps=3), _frames_arrays(pan))
+    np.testing.assert_array_equal(refined["frame0"], plain["frame0"])
+    assert np.abs(refined["frame2"][..., :3] - plain["frame2"][..., :3]).mean() > 1e-3
+    assert all(np.isfinite(a).all() and a.min() >= 0.0 and a.max() <= 1.0 for a in refined.values())
 
 
 def test_iterative_frames_with_vgg():

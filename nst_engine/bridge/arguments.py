@@ -277,7 +277,7 @@ def frames_arguments(facts: EngineFacts | None = None) -> list[dict[str, Any]]:
     default (fast), temporal consistency on; the iterative method with a style layer or file."""
     from ..temporal import CONSISTENCY, DEFAULT_BLEND
 
-    from .frames import MAX_BLEND
+    from .frames import MAX_BLEND, MAX_REFINE
 
     facts = facts or {}
     only_iterative = {"method": ["iterative"]}
@@ -296,6 +296,10 @@ def frames_arguments(facts: EngineFacts | None = None) -> list[dict[str, Any]]:
          "default": DEFAULT_BLEND, "soft": [0.0, MAX_BLEND], "digits": 2, "show_if": {"consistency": ["temporal"]},
          "blurb": "How much of the previous stylized frame (warped) each frame keeps where the scene was visible: "
                   "more is steadier, less keeps each frame's own detail"},
+        {"name": "refine-steps", "type": "int", "nick": "_Refine steps", "min": 0, "max": MAX_REFINE, "default": 0,
+         "soft": [0, 20], "show_if": {"method": ["model"], "consistency": ["temporal"]},
+         "blurb": "Optimizer steps on each blended frame under the model's own loss: keeps the strokes crisp "
+                  "that the blend dulls, at some seconds a frame (0: off)"},
         *(dict(a, show_if=only_iterative) for a in _style_arguments()),
         dict(steps, show_if=only_iterative, nick="S_teps (first frame)"),
         {"name": "next-steps", "type": "int", "nick": "Steps (_later frames)", "min": 0, "max": int(steps["max"]),
