@@ -393,6 +393,8 @@ def test_frames_animation_into_a_new_image(gimp):
         assert t["new_layers"][1]["name"] == "Frame 2 (100ms) (combine)" and min(t["vs_source"]) > 0.02, t
     assert r["temporal_vs_none"][0] < 1e-6 < min(r["temporal_vs_none"][1:]), r["temporal_vs_none"]
     assert sum(r["warp_error_temporal"]) < sum(r["warp_error_none"]), (r["warp_error_temporal"], r["warp_error_none"])
+    assert r["refined"]["status"] == "success", r["refined"].get("message")  # Refine steps 2
+    assert r["refined_vs_temporal"][0] < 1e-6 < min(r["refined_vs_temporal"][1:]), r["refined_vs_temporal"]
     mixed = r["mixed"]
     assert mixed["status"] == "success", mixed.get("message")
     assert [(n["size"], n["offsets"]) for n in mixed["new_layers"]] == [([64, 48], [0, 0]), ([32, 24], [10, 8]),

@@ -120,6 +120,11 @@ def _():
         out["warp_error_temporal"] = [warp_error(pix_t[t], pix_t[t - 1]) for t in range(1, 4)]
         out["warp_error_none"] = [warp_error(pix_n[t], pix_n[t - 1]) for t in range(1, 4)]
         out["temporal_vs_none"] = [diff(a, b)["mean"] for a, b in zip(pix_t, pix_n, strict=True)]
+    # Refine steps (model + temporal): the later frames change, the first does not.
+    refined, pix_r = frames_summary(run_frames(img, consistency="temporal", **{"refine-steps": 2}), sources)
+    out["refined"] = refined
+    if len(pix_t) == 4 and len(pix_r) == 4:
+        out["refined_vs_temporal"] = [diff(a, b)["mean"] for a, b in zip(pix_r, pix_t, strict=True)]
     # Frames of different sizes and offsets: each stylized at its own size, placed like its source.
     mixed = new_image(FRAME_W, FRAME_H)
     add_layer(mixed, "big 1", FRAME_W, FRAME_H, values=pan_values(0))
