@@ -6,7 +6,8 @@
 For each photo (every 3rd of the Kodak 24 by default: 8 photos, at ``--size`` px long side) it
 runs the model, and the iterative optimizer (L-BFGS) for ``--steps`` steps from the photo with
 the loss the model was trained on (its metadata: content/style layers and weights, style size),
-recording the optimizer's total loss at every step. Reported per photo:
+recording the optimizer's total loss at every step (``--init noise``: from noise instead, the
+comparison of Johnson et al. 2016). Reported per photo:
 
 - **equivalent steps**: the first optimizer step whose total loss is below the model output's
   (under that same loss, fp32): how many L-BFGS steps the one model pass is worth. The bar:
@@ -67,6 +68,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--limit", type=int, default=0, help="only the first N of those")
     ap.add_argument("--device", default="auto")
     ap.add_argument("--save", default="", help="write both outputs of every photo here")
+    ap.add_argument("--init", choices=("content", "noise"), default="content",
+                    help="the optimizer's start image: the photo (the bar) or noise (as Johnson et al. 2016 "
+                         "compared their models with 50-100 L-BFGS iterations) [default: content]")
     ap.add_argument("--stop-at-equivalent", action="store_true",
                     help="stop each optimizer run once it is below the model (the ratios are then at that step)")
     args = ap.parse_args(argv)
@@ -89,7 +93,8 @@ def main(argv: list[str] | None = None) -> int:
     style_t = to_tensor(style, fit_long_side(*style.shape[:2], style_size), dev)
     style_part = style_terms(enc, [style_t], (), style_layers, (), sw)
     cfg = StyleConfig(size=args.size, steps=args.steps, content_layers=content_layers, style_layers=style_layers,
-                      content_weight=cw, style_weight=sw, style_scale=style_size / args.size, device=args.device)
+                      content_weight=cw, style_weight=sw, style_scale=style_size / args.size, device=args.device,
+                      init=args.init)
     if args.save:
         Path(args.save).mkdir(parents=True, exist_ok=True)
 
@@ -100,7 +105,8 @@ def main(argv: list[str] | None = None) -> int:
         _, parts = evaluate(x, obj)
         return parts["content"], parts["style"]
 
-    print(f"{Path(args.model).name} ({info.style_name}) vs up to {args.steps} optimizer steps, {args.size} px, "
+    print(f"{Path(args.model).name} ({info.style_name}) vs up to {args.steps} optimizer steps from {args.init}, "
+          f"{args.size} px, "
           f"content {','.join(content_layers)} x{cw:g}, style {','.join(style_layers)} x{sw:g} at {style_size} px, {dev}")
     print(f"{'photo':10} {'equiv':>6} {'model loss':>11} {'opt loss':>10} {'model c':>10} {'opt c':>10} {'c ratio':>7} "
           f"{'model s':>10} {'opt s':>10} {'s ratio':>7} {'@30/model':>9}")
