@@ -35,7 +35,8 @@ HERE = os.path.dirname(os.path.realpath(__file__))
 STATE_FILE = os.path.join(HERE, "nst-gimp-dialog.json")  # the dialog has been used (see _first_use)
 
 MAX_REGIONS = 4  # region1-… to region4-… (nst_engine/bridge/arguments.py)
-REGION_PARTS = (("channel", "Region %d"), ("style-layer", "style"), ("style-file", "or file"))  # one row each
+REGION_PARTS = (("channel", "Region %d"), ("style-layer", "style"), ("style-file", "or file"),
+                ("weight", "weight"))  # one row each
 REGION_ARGUMENTS = ["regions"] + ["region%d-%s" % (k, what) for k in range(1, MAX_REGIONS + 1)
                                   for what, _ in REGION_PARTS] + ["regions-rest"]
 # (key, frame title, arguments) in dialog order; arguments a spec lacks are left out.
@@ -184,8 +185,12 @@ def _region_rows(dialog, names, frames):
         try:
             box.set_orientation(Gtk.Orientation.HORIZONTAL)
             box.set_spacing(12)
-            for n, (_, text) in zip(row, REGION_PARTS, strict=True):
-                _short_label(dialog.get_widget(n, GObject.TYPE_NONE), text % k if "%d" in text else text)
+            for n, (what, text) in zip(row, REGION_PARTS, strict=True):
+                widget = dialog.get_widget(n, GObject.TYPE_NONE)
+                _short_label(widget, text % k if "%d" in text else text)
+                if what == "weight":  # the slider takes the rest of the row, wide enough for its label
+                    widget.set_hexpand(True)
+                    widget.set_size_request(150, -1)
         except COSMETIC_ERRORS as e:  # the region's choosers stack up, with their full labels
             _cosmetic_failed("the row of region %d" % k, e)
         frames.append((box, row))

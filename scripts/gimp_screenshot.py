@@ -53,6 +53,8 @@ if PROC != "plug-in-nst-frames" or METHOD == "iterative":
     cfg.set_property("style-layer", style_img.get_layers()[0])
 if METHOD:
     cfg.set_property("method", METHOD)
+if REGIONS:
+    cfg.set_property("regions", REGIONS)
 if MODE == "progress":  # run it (no dialog) and let the shell side capture the progress bar
     cfg.set_property("run-mode", Gimp.RunMode.NONINTERACTIVE)
     cfg.set_property("steps", 200)
@@ -141,6 +143,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--method", choices=("iterative", "model"),
                     help="open the stylize dialog on this method, as after its first use (default: what a first "
                          "use shows: Model without CUDA, else Iterative)")
+    ap.add_argument("--regions", type=int, default=0, help="show this many region rows (with --method iterative)")
     ap.add_argument("--output", type=Path, help="PNG to write (default: docs/gimp-dialog.png)")
     ap.add_argument("--keep-style", type=Path, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
@@ -167,7 +170,8 @@ def main(argv: list[str] | None = None) -> int:
         (out / "config" / "GIMP" / "3.0" / "sessionrc").write_text(
             '(session-info "toplevel"\n    (factory-entry "gimp-single-image-window")\n'
             '    (position 0 0)\n    (size 1280 820))\n')
-        (out / "gimp_side.py").write_text(f"PROC = {proc!r}\nMODE = {mode!r}\nMETHOD = {args.method!r}\n" + GIMP_SIDE)
+        (out / "gimp_side.py").write_text(f"PROC = {proc!r}\nMODE = {mode!r}\nMETHOD = {args.method!r}\n"
+                                          f"REGIONS = {args.regions}\n" + GIMP_SIDE)
         (out / "shot.sh").write_text(SHELL_SIDE.replace("TITLE", title).replace("MODE", mode))
         try:
             r = gimpchroot.run(["sh", f"{INSIDE}/shot.sh"], root=root, extra_binds=[(str(out), INSIDE, False)],

@@ -18,7 +18,7 @@ def _fake_regions_api(monkeypatch, seen):
     def fake(content, styles, config, callback=None, stop=None, regions=()):
         seen.append({"shape": content.shape[:2], "styles": len(styles), "size": config.size,
                      "masks": [r.mask.shape for r in regions], "arguments": [r.argument for r in regions],
-                     "sources": [r.source for r in regions]})
+                     "sources": [r.source for r in regions], "weights": [r.weight for r in regions]})
         out = np.full(content.shape, 0.5, np.float32) if styles else content.copy()
         for r in regions:
             out = np.where(r.mask[..., None] > 0, r.style.reshape(-1, 3).mean(axis=0), out)
@@ -131,6 +131,8 @@ def test_stylize_job_region_errors_name_the_argument(monkeypatch, tmp_path):
         ({"regions_rest": "style"}, dict(region1=left, region1_style=red), "regions-rest", "none is chosen"),
         ({"regions_rest": "sky"}, dict(region1=left, region1_style=red), "regions-rest", "must be one of"),
         ({"region1_style_file": str(tmp_path / "no.png")}, dict(region1=left), "region1-style-file", "no such file"),
+        ({"region1_weight": -0.5}, dict(region1=left, region1_style=red), "region1-weight", "between 0 and 100"),
+        ({"region1_weight": "2"}, dict(region1=left, region1_style=red), "region1-weight", "between 0 and 100"),
     ]
     for extra, arrs, argument, words in cases:
         mask = arrs.pop("mask", None)
@@ -172,3 +174,15 @@ def test_stylize_job_regions_on_the_real_engine():
                      _region_arrays(content, selection, region1=half, region1_style=red, region2=1 - half,
                                     region2_style=blue, style=blue),
                      lambda m: None, threading.Event())
+
+
+def test_stylize_job_region_weights_reach_the_engine(monkeypatch):
+    """regionK-weight (spec 5) becomes that region's `Region.weight`; unset, 1."""
+    seen = []
+    _fake_regions_api(monkeypatch, seen)
+    content, left, right, selection, red, blue = _regions_setup()
+    arrays = _region_arrays(content, selection, region1=left, region1_style=red, region2=right, region2_style=blue)
+    jobs.stylize({"steps": 1, "size": 60, "region2_weight": 2.5}, arrays, lambda m: None, threading.Event())
+    jobs.stylize({"steps": 1, "size": 60, "region1_weight": 0, "region2_weight": 100}, arrays, lambda m: None,
+                 threading.Event())
+    assert [s["weights"] for s in seen] == [[1.0, 2.5], [0.0, 100.0]]

@@ -367,6 +367,8 @@ def test_regions_from_a_channel_and_a_layer_mask(gimp):
     assert r["single_status"] == "success" and r["single_vs_source"] > 0.01
     assert r["left_vs_single"] > 0.01 and r["right_vs_single"] > 0.01, r  # in its own style, not the Stripes
     assert r["source_unchanged"] and r["channels_after"] == ["left"]
+    assert r["weighted_status"] == "success", r  # Region 1 weight 0: region 1 stays near the photo
+    assert r["weighted_left_vs_source"] < 0.5 * r["left_vs_source"], r
 
 
 @pytest.mark.parametrize("case,words", [

@@ -292,6 +292,7 @@ def test_region_arguments_are_registered_and_shown() -> None:
     names = [a["name"] for a in args]
     region_names = ["regions"] + [f"region{k}-{what}" for k in range(1, arguments.MAX_REGIONS + 1)
                                   for what in ("channel", "style-layer", "style-file")] + ["regions-rest"]
+    region_names += [f"region{k}-weight" for k in range(1, arguments.MAX_REGIONS + 1)]  # spec 5: appended
     assert names[-len(region_names):] == region_names
     assert arguments.MAX_REGIONS == regions.MAX_REGIONS == 4
     by_name = {a["name"]: a for a in args}
@@ -301,6 +302,9 @@ def test_region_arguments_are_registered_and_shown() -> None:
     assert by_name["region3-style-layer"]["show_if"] == {"method": ["iterative"], "regions": [3, 4]}
     assert [c["nick"] for c in by_name["regions-rest"]["choices"]] == list(regions.RESTS)
     assert by_name["regions-rest"]["default"] == "photo"
+    w = by_name["region2-weight"]
+    assert (w["type"], w["min"], w["max"], w["default"]) == ("double", 0.0, regions.MAX_WEIGHT, 1.0)
+    assert w["show_if"] == {"method": ["iterative"], "regions": [2, 3, 4]}
     plugin = (REPO / "gimp_plugin" / "nst_gimp.py").read_text(encoding="utf-8")
     for kind in {a["type"] for a in args}:
         assert f'kind == "{kind}"' in plugin, f"nst_gimp.add_argument does not register {kind} arguments"
@@ -309,6 +313,7 @@ def test_region_arguments_are_registered_and_shown() -> None:
                 if isinstance(t, ast.Name)}
     assert ast.literal_eval(assigned["MAX_REGIONS"]) == arguments.MAX_REGIONS
     assert "regions-rest" in ast.unparse(assigned["REGION_ARGUMENTS"])
+    assert "weight" in [part for part, _ in ast.literal_eval(assigned["REGION_PARTS"])]  # on each region's row
 
 
 # --------------------------------------------------------------------------------------------

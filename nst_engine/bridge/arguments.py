@@ -32,7 +32,7 @@ from typing import Any, TypedDict
 from ..config import StyleConfig
 from ..options import SELECTION_MARGIN, StylizeOptions
 
-SPEC_VERSION = 4  # 3: regions; 4: plug-in-nst-frames
+SPEC_VERSION = 5  # 3: regions; 4: plug-in-nst-frames; 5: regionK-weight
 GINT_MAX = 2**31 - 1
 
 # StyleConfig fields the procedures expose, in dialog order, with dialog-only hints: the label,
@@ -139,13 +139,15 @@ def _style_arguments() -> list[dict[str, Any]]:
 
 
 MAX_REGIONS = 4  # regions of the stylize procedure (region1-… to region4-…)
+MAX_REGION_WEIGHT = 100.0  # regionK-weight: a multiple of the style weight
 REST_CHOICES = [("photo", "Keep the photo", "Outside the regions the layer stays as it is"),
                 ("style", "Style above (Style layer or file)", "Outside the regions: the style chosen under Style")]
 
 
 def region_arguments() -> list[dict[str, Any]]:
     """``regions``, then channel and style (layer or file) of region 1..`MAX_REGIONS`, then
-    ``regions-rest``. A region's arguments show in the dialog while Regions counts it."""
+    ``regions-rest``, then each region's weight. A region's arguments show in the dialog while
+    Regions counts it."""
     iterative = ["iterative"]
     args: list[dict[str, Any]] = [{
         "name": "regions", "type": "int", "nick": "_Regions", "min": 0, "max": MAX_REGIONS, "default": 0,
@@ -166,6 +168,12 @@ def region_arguments() -> list[dict[str, Any]]:
     args.append(dict(_choice("regions-rest", "Rest _of the image", "With Regions: what the part no region covers "
                              "becomes (the photo, or the style chosen under Style)", REST_CHOICES, "photo"),
                      show_if={"method": iterative, "regions": list(range(1, MAX_REGIONS + 1))}))
+    # spec 5: the weights come last, so the arguments above keep their positions
+    args += [{"name": f"region{k}-weight", "type": "double", "nick": f"Region {k} weight", "min": 0.0,
+              "max": MAX_REGION_WEIGHT, "default": 1.0, "soft": [0.0, 4.0], "digits": 2,
+              "show_if": {"method": iterative, "regions": list(range(k, MAX_REGIONS + 1))},
+              "blurb": f"How strongly region {k} takes its style: its style weight times this (0: the region "
+                       "keeps the photo)"} for k in range(1, MAX_REGIONS + 1)]
     return args
 
 

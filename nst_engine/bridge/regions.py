@@ -29,6 +29,7 @@ from ..config import StyleConfig
 from ..errors import InputError
 
 MAX_REGIONS = 4  # as `nst_engine.bridge.arguments.MAX_REGIONS` (no import: that module reads StyleConfig)
+MAX_WEIGHT = 100.0  # as `nst_engine.bridge.arguments.MAX_REGION_WEIGHT`
 RESTS = ("photo", "style")
 # The arrays regions add to a stylize request: name -> number of dimensions.
 ARRAYS: dict[str, int] = {**{f"region{k}": 2 for k in range(1, MAX_REGIONS + 1)},
@@ -46,6 +47,7 @@ class RegionInput:
     name: str
     mask: np.ndarray  # h, w float32 0..1, the content's size
     style: np.ndarray  # h, w, 3 float32 0..1
+    weight: float = 1.0  # times the style weight in the region (`nst_engine.regions.Region.weight`)
 
     @property
     def argument(self) -> str:
@@ -112,7 +114,11 @@ def region_inputs(params: dict[str, Any], masks: dict[str, np.ndarray], styles: 
                                                           "no pixel to paint")
         if selection is not None and float(m[selection > 0].max(initial=0.0)) < EMPTY:
             raise InputError(f"region{k}-channel", label, "the channel selects no pixel inside the selection")
-        out.append(RegionInput(k, label, m, np.ascontiguousarray(style[..., :3], dtype=np.float32)))
+        weight = params.get(f"region{k}_weight")
+        weight = 1.0 if weight is None else weight
+        if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not 0.0 <= weight <= MAX_WEIGHT:
+            raise InputError(f"region{k}-weight", weight, f"must be a number between 0 and {MAX_WEIGHT:g}")
+        out.append(RegionInput(k, label, m, np.ascontiguousarray(style[..., :3], dtype=np.float32), float(weight)))
     return out
 
 
@@ -137,7 +143,7 @@ def stylize_regions(
     from ..regions import Region
     from ..selection import stylize_selection
 
-    cut = [Region(r.mask, r.style, argument=r.argument, source=r.name) for r in regions]
+    cut = [Region(r.mask, r.style, r.weight, argument=r.argument, source=r.name) for r in regions]
     try:
         res = stylize_selection(content, None if _whole(mask) else mask, list(rest_styles), config, options,
                                 reference_long=reference_long, regions=cut, callback=callback, stop=stop)

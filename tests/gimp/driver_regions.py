@@ -94,6 +94,11 @@ def _():
         source_unchanged=diff(read(layer), source0)["max"] == 0.0,
         channels_after=[c.get_name() for c in img.get_channels()],
     )
+    # Region 1 at weight 0 keeps (nearly) the photo: the PDB's region1-weight reaches the engine
+    weighted = stylize(img, [layer], **dict(run, **{"region1-weight": 0.0}))
+    out["weighted_status"] = weighted["status"]
+    if weighted["status"] == "success" and len(weighted["new"]) == 1:
+        out["weighted_left_vs_source"] = mean_diff(read(weighted["new"][0]), source0, in_left)
     return out
 
 
