@@ -413,3 +413,19 @@ def test_texture_job_runs_the_real_optimizer():
     assert np.isfinite(img).all() and img[..., :3].std() > 0.01
     with pytest.raises(InputError, match="shape"):
         jobs.texture({"shape": [0, 40], "steps": 1}, arrays, seen.append, threading.Event())
+
+
+def test_stroke_scale_reaches_the_config_and_the_style_size():
+    """style-scale (spec 5, 'Stroke scale' in the dialogs): StyleConfig.style_scale, and the style
+    image is read at that multiple of the processed size; out of range names the argument."""
+    from nst_engine.errors import InputError
+
+    from nst_engine.bridge import arguments
+
+    names = {p: [a["name"] for a in args] for p, args in arguments.spec()["procedures"].items()}
+    assert all("style-scale" in n for n in names.values()), names
+    assert jobs._config({"style_scale": 2.5}, 64).style_scale == 2.5
+    assert jobs._style_long_side({"style_scale": 2.0}, 100) == 2 * jobs._style_long_side({}, 100)
+    with pytest.raises(InputError) as e:
+        jobs._config({"style_scale": 0.0}, 64)
+    assert e.value.argument == "style-scale"

@@ -230,6 +230,7 @@ def test_texture(gimp):
     r = _check(gimp, "texture")
     assert r["status"] == "success", r.get("message")
     assert len(r["new_layers"]) == 1 and r["new_layers"][0]["size"] == [56, 40]
+    assert r["scaled_status"] == "success" and r["scaled_vs_plain"] > 1e-3, r  # Stroke scale 2
 
 
 def test_texture_in_selection(gimp):

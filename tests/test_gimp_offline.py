@@ -293,7 +293,7 @@ def test_region_arguments_are_registered_and_shown() -> None:
     region_names = ["regions"] + [f"region{k}-{what}" for k in range(1, arguments.MAX_REGIONS + 1)
                                   for what in ("channel", "style-layer", "style-file")] + ["regions-rest"]
     region_names += [f"region{k}-weight" for k in range(1, arguments.MAX_REGIONS + 1)]  # spec 5: appended
-    assert names[-len(region_names):] == region_names
+    assert names[-len(region_names) - 1:-1] == region_names and names[-1] == "style-scale"  # spec 5: last
     assert arguments.MAX_REGIONS == regions.MAX_REGIONS == 4
     by_name = {a["name"]: a for a in args}
     assert (by_name["regions"]["type"], by_name["regions"]["min"], by_name["regions"]["max"]) == ("int", 0, 4)

@@ -32,7 +32,7 @@ from typing import Any, TypedDict
 from ..config import StyleConfig
 from ..options import SELECTION_MARGIN, StylizeOptions
 
-SPEC_VERSION = 5  # 3: regions; 4: plug-in-nst-frames; 5: regionK-weight
+SPEC_VERSION = 5  # 3: regions; 4: plug-in-nst-frames; 5: regionK-weight, style-scale
 GINT_MAX = 2**31 - 1
 
 # StyleConfig fields the procedures expose, in dialog order, with dialog-only hints: the label,
@@ -43,6 +43,9 @@ CONFIG_FIELDS: dict[str, dict[str, Any]] = {
              "extra": ". For a selection, the layer's scale is kept (the selection is processed at the "
                       "same px per px as the whole layer would be)"},
     "style_weight": {"nick": "Style _weight", "soft": [0.0, 20.0], "digits": 2},
+    "style_scale": {"nick": "Stro_ke scale", "soft": [0.25, 4.0], "digits": 2,
+                    "extra": ": larger gives the painting's larger structures and broader strokes, smaller its "
+                             "finer ones (Gatys et al. 2017, scale control)"},
     # seed: StyleConfig's is `int | None` without bounds; GIMP needs an int range: -1 = random.
     "seed": {"nick": "Ra_ndom seed", "soft": [0, 1000], "lo": -1, "hi": GINT_MAX,
              "extra": " (-1: a different result every time)"},
@@ -253,7 +256,8 @@ def stylize_arguments(facts: EngineFacts | None = None) -> list[dict[str, Any]]:
         _preserve_colors(),
         _option_argument("composite"),
         *_result_arguments(),
-        *region_arguments(),  # last: arguments added later keep the earlier ones' positions
+        *region_arguments(),  # arguments added later come last: earlier ones keep their positions
+        dict(_config_argument("style_scale"), show_if=only_iterative),  # spec 5
     ]
 
 
@@ -271,6 +275,7 @@ def texture_arguments() -> list[dict[str, Any]]:
         _texture_size(),
         _config_argument("seed"),
         *_result_arguments(),
+        _config_argument("style_scale"),  # spec 5
     ]
 
 
@@ -317,6 +322,7 @@ def frames_arguments(facts: EngineFacts | None = None) -> list[dict[str, Any]]:
         dict(_config_argument("size"), show_if=only_iterative),
         dict(_config_argument("style_weight"), show_if=only_iterative),
         _preserve_colors(),
+        dict(_config_argument("style_scale"), show_if=only_iterative),  # spec 5
     ]
 
 
