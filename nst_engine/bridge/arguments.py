@@ -309,10 +309,6 @@ def frames_arguments(facts: EngineFacts | None = None) -> list[dict[str, Any]]:
          "default": DEFAULT_BLEND, "soft": [0.0, MAX_BLEND], "digits": 2, "show_if": {"consistency": ["temporal"]},
          "blurb": "How much of the previous stylized frame (warped) each frame keeps where the scene was visible: "
                   "more is steadier, less keeps each frame's own detail"},
-        {"name": "refine-steps", "type": "int", "nick": "_Refine steps", "min": 0, "max": MAX_REFINE, "default": 0,
-         "soft": [0, 20], "show_if": {"method": ["model"], "consistency": ["temporal"]},
-         "blurb": "Optimizer steps on each blended frame under the model's own loss: keeps the strokes crisp "
-                  "that the blend dulls, at some seconds a frame (0: off)"},
         *(dict(a, show_if=only_iterative) for a in _style_arguments()),
         dict(steps, show_if=only_iterative, nick="S_teps (first frame)"),
         {"name": "next-steps", "type": "int", "nick": "Steps (_later frames)", "min": 0, "max": int(steps["max"]),
@@ -322,6 +318,11 @@ def frames_arguments(facts: EngineFacts | None = None) -> list[dict[str, Any]]:
         dict(_config_argument("size"), show_if=only_iterative),
         dict(_config_argument("style_weight"), show_if=only_iterative),
         _preserve_colors(),
+        # spec 5, last: the arguments above keep their positions
+        {"name": "refine-steps", "type": "int", "nick": "_Refine steps", "min": 0, "max": MAX_REFINE, "default": 0,
+         "soft": [0, 20], "show_if": {"method": ["model"], "consistency": ["temporal"]},
+         "blurb": "Optimizer steps on each blended frame under the model's own loss: keeps the strokes crisp "
+                  "that the blend dulls, at some seconds a frame (0: off)"},
         dict(_config_argument("style_scale"), show_if=only_iterative),  # spec 5
     ]
 
