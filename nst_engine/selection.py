@@ -147,7 +147,7 @@ def stylize_selection(
     if regions:  # the crop that `stylize_region` will hand to run(), to cut the region masks alike
         from .compositing.region import crop_box
 
-        x0, y0, x1, y1 = (0, 0, w, h) if whole else crop_box(mask, opts.margin)  # type: ignore[arg-type]
+        x0, y0, x1, y1 = (0, 0, w, h) if whole or mask is None else crop_box(mask, opts.margin)
     info: dict[str, Any] = {}
     stylized: list[np.ndarray] = []
 

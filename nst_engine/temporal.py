@@ -45,6 +45,7 @@ __all__ = ["PRESETS", "CONSISTENCY", "DEFAULT_BLEND", "DEFAULT_TEMPORAL_WEIGHT",
 PRESETS = ("ultrafast", "fast", "medium")
 CONSISTENCY = ("temporal", "none")
 DEFAULT_BLEND = 0.5
+MAX_REFINE_STEPS = 1000  # refine_steps: `nst video --refine-steps`, the GIMP frames job's Refine steps
 # The iterative path's temporal loss weight (`temporal_loss`; here so that the CLI need not import torch).
 DEFAULT_TEMPORAL_WEIGHT = 1.0
 DEFAULT_PRESET = "medium"

@@ -36,11 +36,11 @@ import numpy as np
 
 from ..errors import Cancelled, EngineRuntimeError, InputError
 from ..temporal import CONSISTENCY, DEFAULT_BLEND, DEFAULT_PRESET
+from ..temporal import MAX_REFINE_STEPS as MAX_REFINE
 
 MIN_FRAMES = 2
 MAX_FRAMES = 10000
 MAX_BLEND = 0.95
-MAX_REFINE = 1000  # as `nst video --refine-steps`
 _FRAME = re.compile(r"frame(0|[1-9][0-9]{0,4})\Z")
 
 Progress = Callable[[dict[str, Any]], None]

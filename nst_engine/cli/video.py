@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import InputError
-from ..temporal import CONSISTENCY, DEFAULT_BLEND, DEFAULT_PRESET, PRESETS
+from ..temporal import CONSISTENCY, DEFAULT_BLEND, DEFAULT_PRESET, MAX_REFINE_STEPS, PRESETS
 from ..temporal import DEFAULT_TEMPORAL_WEIGHT as TEMPORAL_WEIGHT
 from .video_paint import FramesJob
 from .video_work import Display, WorkFolder, stamp, style_stamp
@@ -160,8 +160,8 @@ def _check_args(args: argparse.Namespace) -> tuple[Any, Any, int]:
             raise InputError("--next-steps", args.next_steps, "applies to the iterative method (STYLE images)")
         if args.temporal_weight is not None:
             raise InputError("--temporal-weight", args.temporal_weight, "applies to the iterative method (STYLE images)")
-        if not 0 <= args.refine_steps <= 1000:
-            raise InputError("--refine-steps", args.refine_steps, "must be between 0 and 1000")
+        if not 0 <= args.refine_steps <= MAX_REFINE_STEPS:
+            raise InputError("--refine-steps", args.refine_steps, f"must be between 0 and {MAX_REFINE_STEPS}")
         cfg = StyleConfig(**{n: getattr(args, n) for n in MODEL_CONFIG_FIELDS})
         cfg.check()
         return options, cfg, 0
