@@ -1,7 +1,8 @@
 """Poisson blending (Pérez et al. 2003): the discrete equation, the boundary, dtypes, masks, errors.
 
-Images are small (<= 128 px). Each solver test runs twice: with the sparse LU that small regions
-get anyway, and with the multigrid + CG path forced on by lowering the direct-solve threshold.
+Images are small (<= 128 px). Each solver test runs three times: with the sparse LU that small
+regions get anyway, and with the multigrid + CG path forced on by lowering the direct-solve
+threshold, once in numpy (`_multigrid`) and once compiled (`_jit`, numba).
 """
 from __future__ import annotations
 
@@ -10,17 +11,35 @@ import warnings
 import numpy as np
 import pytest
 
-from nst_engine.compositing import NoBoundaryWarning, _multigrid, poisson_blend, poisson_blend_report
+from nst_engine.compositing import NoBoundaryWarning, _jit, _multigrid, poisson, poisson_blend, poisson_blend_report
 from nst_engine.errors import InputError
 
 H, W = 96, 128
 
 
-@pytest.fixture(params=["lu", "multigrid"])
-def path(request, monkeypatch) -> str:
-    if request.param == "multigrid":
-        monkeypatch.setattr(_multigrid, "_DIRECT_MAX", 40)  # several levels even at 96x128
+def _use(monkeypatch, backend: str, direct_max: int = 40) -> None:
+    """Force the multigrid of `backend` ("numpy" or "jit") with several levels even at 96x128."""
+    cls = _jit.JitPoisson if backend == "jit" else _multigrid.MaskedPoisson
+    monkeypatch.setattr(poisson, "_solver_class", lambda: cls)
+    monkeypatch.setattr(_multigrid, "_DIRECT_MAX", direct_max)
+    monkeypatch.setattr(_jit, "_DIRECT_MAX", direct_max)
+
+
+@pytest.fixture(params=["numpy", "jit"])
+def backend(request, monkeypatch) -> str:
+    _use(monkeypatch, request.param)
     return request.param
+
+
+@pytest.fixture(params=["lu", "numpy", "jit"])
+def path(request, monkeypatch) -> str:
+    if request.param != "lu":
+        _use(monkeypatch, request.param)
+    return request.param
+
+
+def test_the_compiled_solver_is_the_default():
+    assert poisson._solver_class() is _jit.JitPoisson  # numba is a dependency
 
 
 def _images(seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -95,20 +114,18 @@ def test_source_equal_to_target_plus_constant_gives_target(path, mode):
     assert np.abs(out - target).max() <= 1e-3
 
 
-def test_multigrid_matches_direct(monkeypatch):
+def test_multigrid_matches_direct(backend):
     source, target = _images(1)
     omega = _masks()["several"] | _masks()["border"]
     exact = poisson_blend(source, target, omega, solver="direct")
-    monkeypatch.setattr(_multigrid, "_DIRECT_MAX", 40)
     report = poisson_blend_report(source, target, omega)
     assert all(it > 0 for it in report.iterations)  # really went through CG
     assert np.abs(report.image - exact).max() <= 1e-4
 
 
 @pytest.mark.parametrize("hole", [(48, 64), (49, 65), (0, 0)])
-def test_nearly_singular_region(monkeypatch, hole):
+def test_nearly_singular_region(backend, hole):
     """One Dirichlet pixel in the whole image: coarse grids must not lose it (or go singular)."""
-    monkeypatch.setattr(_multigrid, "_DIRECT_MAX", 40)
     source, target = _images(3)
     omega = np.ones((H, W), bool)
     omega[hole] = False
@@ -117,9 +134,9 @@ def test_nearly_singular_region(monkeypatch, hole):
         assert np.abs(poisson_blend(source, target, omega, mode=mode) - exact).max() <= 1e-3
 
 
-def test_threads_do_not_change_the_result(monkeypatch):
-    monkeypatch.setattr(_multigrid, "_DIRECT_MAX", 40)
+def test_threads_do_not_change_the_result(monkeypatch, backend):
     monkeypatch.setattr(_multigrid, "_PARALLEL_MIN", 1)  # split even these small levels over threads
+    monkeypatch.setattr(_jit, "_PARALLEL_MIN", 1)
     source, target = _images(2)
     omega = _masks()["holes"]
     one = poisson_blend_report(source, target, omega, threads=1)

@@ -99,12 +99,15 @@ def _read_blend_inputs(args: argparse.Namespace, eight_bit_out: bool) -> tuple[n
     return source, target, mask
 
 
-def _import_quietly(name: str) -> None:
-    """Import ``name`` ahead of its use (a failure is reported where it is imported for real)."""
+def _import_quietly(name: str, call: str = "") -> None:
+    """Import ``name`` (and call its function ``call``) ahead of its use; a failure is reported
+    where the module is imported for real (numba missing: the blend uses the numpy solver)."""
     import importlib
 
     try:
-        importlib.import_module(name)
+        module = importlib.import_module(name)
+        if call:
+            getattr(module, call)()
     except Exception:  # noqa: BLE001
         pass
 
@@ -117,8 +120,9 @@ def run_blend(args: argparse.Namespace) -> int:
     out = check_output_path(args.output)
     offset = _offset(args.offset)
     eight_bit_out = WRITABLE[out.suffix.lower()] != "TIFF"  # TIFF output keeps 16 bits
-    # The solver's imports (SciPy: ~0.5 s) run while the decoders, which release the GIL, work.
-    solver = threading.Thread(target=_import_quietly, args=("nst_engine.compositing.poisson",), daemon=True)
+    # The solver's imports (SciPy, numba and its cached kernels: ~0.8 s) run while the decoders,
+    # which release the GIL, work.
+    solver = threading.Thread(target=_import_quietly, args=("nst_engine.compositing._jit", "warm_up"), daemon=True)
     solver.start()
     source, target, mask = _read_blend_inputs(args, eight_bit_out)
     solver.join()

@@ -32,15 +32,16 @@ Choices where the paper is silent or a user needs more (each one is tested):
   (in seamless mode the result is just the source shifted by a constant per channel). A
   :class:`NoBoundaryWarning` says so.
 
-Solver: conjugate gradients with a geometric multigrid preconditioner on the mask's bounding box
-(``_multigrid.py``), channels solved in parallel threads; ``solver="direct"`` is a sparse LU
-(SuperLU) of the same system, exact but slow beyond ~1 megapixel.
+Solver: conjugate gradients with a geometric multigrid preconditioner on the mask's bounding box,
+compiled with numba (``_jit.py``: every pass fused, all channels at once, rows split over threads),
+or the same method in numpy (``_multigrid.py``) where numba is missing; ``solver="direct"`` is a
+sparse LU (SuperLU) of the same system, exact but slow beyond ~1 megapixel.
 """
 from __future__ import annotations
 
 import warnings
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
@@ -50,6 +51,9 @@ from nst_engine.errors import InputError
 from ._laplacian import degrees as _degrees
 from ._laplacian import direct_solver
 from ._multigrid import MaskedPoisson
+
+if TYPE_CHECKING:
+    from ._jit import JitPoisson
 
 __all__ = ["poisson_blend", "poisson_blend_report", "BlendReport", "NoBoundaryWarning", "to_unit_float"]
 
@@ -143,8 +147,8 @@ class _Problem:
     omega: np.ndarray  # m > 0
     singular: bool  # Omega is the whole target: no Dirichlet pixel
     T: np.ndarray  # target colours (C, h, w), 0..1
-    f0: np.ndarray  # first guess: source on Omega, target elsewhere
-    r: np.ndarray  # right-hand side for the correction x = f - f0 (zero outside Omega)
+    f0: np.ndarray  # first guess: the source on Omega (elsewhere the target, or unused)
+    r: np.ndarray  # right-hand side for the correction x = f - f0 (zero outside Omega; the solver may overwrite it)
 
     def degrees(self) -> np.ndarray:
         """|N_p| on Omega (0 elsewhere): the matrix diagonal."""
@@ -200,14 +204,15 @@ def _setup(source: np.ndarray, target: np.ndarray, mask: np.ndarray, mode: str, 
 
     # right-hand side of the correction x = f - f0, f0 = source on Omega and target elsewhere:
     # r_p = sum_{q in N_p} (v_pq - (f0_p - f0_q)), which is eq. 7 with f0 moved to the right
-    f0 = np.where(omega, S, T)
     r = np.zeros(T.shape, T.dtype)  # calloc: no pass over memory that is mostly left zero
     if mode == "seamless":
         # v_pq = S_p - S_q, so the terms cancel except across the boundary:
         # r_p = sum over neighbours q outside Omega of (T_q - S_q), nonzero on Omega's inner edge only
         _seamless_rhs(r, T, S, omega)
-        return _Problem(target, (x0, y0, x1, y1), neumann, m, omega, singular, T, f0, r)
+        # f0 is only ever read on Omega (`_finish` writes Omega alone), where it is S: no copy
+        return _Problem(target, (x0, y0, x1, y1), neumann, m, omega, singular, T, S, r)
     else:
+        f0 = np.where(omega, S, T)
         for axis in (1, 2):
             a_list, b_list = [slice(None)] * 3, [slice(None)] * 3
             a_list[axis], b_list[axis] = slice(None, -1), slice(1, None)
@@ -238,7 +243,7 @@ def _seamless_rhs(r: np.ndarray, T: np.ndarray, S: np.ndarray, omega: np.ndarray
 
 def _finish(pb: _Problem, x: np.ndarray, iterations: list[int]) -> BlendReport:
     """Add the correction, alpha-blend soft masks, write Omega into a copy of the target."""
-    f = pb.f0 + x
+    f = np.add(x, pb.f0, out=x)  # x is ours: no new array
     note = ""
     if pb.singular:
         # no boundary: the solution is defined up to a constant; keep the target's mean
@@ -253,6 +258,15 @@ def _finish(pb: _Problem, x: np.ndarray, iterations: list[int]) -> BlendReport:
         dst = out[y0:y1, x0:x1] if out.ndim == 2 else out[y0:y1, x0:x1, k]
         np.copyto(dst, _from_unit_float(vals, out.dtype), where=pb.omega)
     return BlendReport(out, pb.box, int(pb.omega.sum()), iterations, note)
+
+
+def _solver_class() -> type[MaskedPoisson] | type[JitPoisson]:
+    """The compiled solver (`_jit.py`) when numba is installed, else the numpy one: same method."""
+    try:
+        from ._jit import JitPoisson
+    except ImportError:
+        return MaskedPoisson
+    return JitPoisson
 
 
 def poisson_blend_report(
@@ -282,7 +296,7 @@ def poisson_blend_report(
         # rounding), ~0.001 at 1e-6; the constant mode of the boundary-free problem is slower
         rtol = 1e-4 if pb.target.dtype == np.uint8 else 1e-6
         rtol *= 0.1 if pb.singular else 1.0
-    x, iterations = MaskedPoisson(pb.omega, pb.neumann, singular=pb.singular).solve(pb.r, rtol=rtol, threads=threads)
+    x, iterations = _solver_class()(pb.omega, pb.neumann, singular=pb.singular).solve(pb.r, rtol=rtol, threads=threads)
     return _finish(pb, x, iterations)
 
 

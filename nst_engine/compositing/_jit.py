@@ -1,0 +1,200 @@
+"""The masked Poisson solver of `_multigrid.py`, with its loops compiled (numba, `_jit_kernels.py`).
+
+Same method, same system: conjugate gradients preconditioned by one symmetric V(1,1)-cycle
+(red-black Gauss-Seidel, bilinear P and P^T, coarse regions from `_multigrid._coarsen`, SuperLU on
+the coarsest level). What differs is how it runs: each smoothing sweep, residual, restriction,
+prolongation and CG vector update is one fused pass over memory instead of several numpy passes
+with temporaries, all colour channels go through each pass together (one CG per channel, with its
+own step sizes and stopping test), and a level's rows are split over threads. It touches about a
+third of the memory per iteration and allocates nothing inside the iteration loop.
+
+Used by `poisson.py` when numba imports; `_multigrid.MaskedPoisson` (pure numpy) stays the fallback.
+"""
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+
+from . import _jit_kernels as K
+from ._laplacian import Sides as _Sides
+from ._laplacian import degrees as _degrees
+from ._laplacian import direct_solver
+from ._multigrid import _coarsen
+
+__all__ = ["JitPoisson"]
+
+_DIRECT_MAX = 12_000  # unknowns: factorise the level directly at or below this size
+_PARALLEL_MIN = 64  # rows: below this a level's passes run in one thread
+
+
+class _Level:
+    """One grid of the hierarchy: region, |N_p| (`d`, 0 off the region), its inverse, buffers."""
+
+    def __init__(self, omega: np.ndarray, neumann: _Sides, shift: float) -> None:
+        self.omega, self.shape = omega, omega.shape
+        self.d = ((_degrees(omega, neumann) + np.float32(shift)) * omega).astype(np.float32)
+        self.invd = np.divide(1.0, self.d, out=np.zeros_like(self.d), where=self.d > 0)
+        self.channels = 0
+        self.lu: Callable[[np.ndarray], np.ndarray] | None = None  # set on the coarsest level
+
+    def allocate(self, channels: int) -> None:
+        """Work buffers for `channels` right-hand sides: padded solution, right-hand side (unused
+        on the finest level, whose right-hand side is CG's residual: np.empty touches no memory)."""
+        if channels == self.channels:
+            return
+        h, w = self.shape
+        self.channels = channels
+        self.x = np.zeros((channels, h + 2, w + 2), np.float32)
+        self.b = np.empty((channels, h, w), np.float32)
+        self.acc = np.zeros((channels, h), np.float64)  # per-row sums of b.x after a V-cycle
+
+
+class JitPoisson:
+    """Solve the masked Laplacian system for several right-hand sides at once (see
+    `_multigrid.MaskedPoisson`, whose interface and results this matches)."""
+
+    def __init__(self, omega: np.ndarray, neumann: _Sides, *, singular: bool = False) -> None:
+        self.singular = singular
+        self.levels: list[_Level] = [_Level(omega, neumann, 0.0)]
+        while int(self.levels[-1].omega.sum()) > _DIRECT_MAX and min(self.levels[-1].shape) >= 3:
+            coarse = _coarsen(self.levels[-1].omega, neumann)
+            if not coarse.any():
+                break
+            # singular: a small shift keeps the coarse levels definite (as in _multigrid)
+            self.levels.append(_Level(coarse, neumann, 1e-2 if singular else 0.0))
+        last = self.levels[-1]
+        last.lu = direct_solver(last.omega, last.d, singular=singular and len(self.levels) == 1)
+        self.pool: ThreadPoolExecutor | None = None
+        self.threads = 1
+
+    def _rows(self, n: int, kernel: Callable[..., None], *args: object) -> None:
+        """kernel(*args, i0, i1) over the rows 0..n, in `threads` bands at once on large levels."""
+        if self.pool is None or self.threads == 1 or n < _PARALLEL_MIN:
+            kernel(*args, 0, n)
+            return
+        cuts = [n * k // self.threads for k in range(self.threads + 1)]
+        futures = [self.pool.submit(kernel, *args, cuts[k], cuts[k + 1]) for k in range(1, self.threads)]
+        kernel(*args, cuts[0], cuts[1])
+        for f in futures:
+            f.result()
+
+    def _vcycle(self, k: int, b: np.ndarray) -> np.ndarray:
+        """One V-cycle for A_k y = b from y = 0; returns the level's padded solution."""
+        L = self.levels[k]
+        h = L.shape[0]
+        x = L.x
+        if L.lu is not None:
+            x[:, 1:-1, 1:-1] = 0.0
+            sol = L.lu(b[:, L.omega].T.astype(np.float64))
+            x[:, 1:-1, 1:-1][:, L.omega] = np.asarray(sol, np.float32).reshape(-1, b.shape[0]).T
+            return x
+        self._rows(h, K.pre_smooth, x, b, L.invd)
+        C = self.levels[k + 1]
+        self._rows(C.shape[0], K.restrict_residual, x, b, L.d, C.d, C.b)
+        e = self._vcycle(k + 1, C.b)
+        # post-smoothing in the reverse colour order (black, then red) keeps the cycle symmetric
+        self._rows(h, K.post_black, x, e, b, L.invd, L.d)
+        self._rows(h, K.post_red, x, b, L.invd, L.acc)
+        return x
+
+    def _center(self, a: np.ndarray) -> None:
+        """Subtract each channel's mean over Omega (singular case only: Omega is the whole grid)."""
+        a -= a.mean(axis=(1, 2), dtype=np.float64).astype(np.float32)[:, None, None]
+
+    def _precondition(self, r: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """z = V-cycle(r) (padded) and r.z per channel."""
+        z = self._vcycle(0, r)
+        if not self.singular:
+            return z, self.levels[0].acc.sum(axis=1)  # r.z summed row by row in the last pass
+        self._center(z[:, 1:-1, 1:-1])
+        return z, np.einsum("cij,cij->c", r, z[:, 1:-1, 1:-1], dtype=np.float64)
+
+    def solve(self, rhs: np.ndarray, *, rtol: float = 1e-5, maxiter: int = 200,
+              threads: int | None = None) -> tuple[np.ndarray, list[int]]:
+        """Solve for rhs (C, h, w), zero outside Omega (float32 rhs is overwritten: it becomes CG's
+        residual); returns the corrections (C, h, w), zero outside Omega, and the CG iterations
+        per channel."""
+        if threads is None:
+            try:
+                threads = len(os.sched_getaffinity(0))
+            except AttributeError:  # not on Linux
+                threads = os.cpu_count() or 1
+        self.threads = max(1, threads)
+        for level in self.levels:
+            level.allocate(rhs.shape[0])
+        with ThreadPoolExecutor(max_workers=max(1, self.threads - 1)) as pool:
+            self.pool = pool
+            try:
+                return self._pcg(rhs, rtol, maxiter)
+            finally:
+                self.pool = None
+
+    def _pcg(self, rhs: np.ndarray, rtol: float, maxiter: int) -> tuple[np.ndarray, list[int]]:
+        L = self.levels[0]
+        C, (h, w) = rhs.shape[0], L.shape
+        # CG's residual starts as rhs itself: the caller's array (zero outside Omega) is overwritten
+        r = rhs if rhs.dtype == np.float32 and rhs.flags.c_contiguous else np.ascontiguousarray(rhs, np.float32)
+        if self.singular:
+            self._center(r)
+        acc = np.zeros((C, h), np.float64)
+
+        def total() -> np.ndarray:  # row sums in a fixed order: threads do not change the last bit
+            return acc.sum(axis=1)
+
+        r0 = np.sqrt(np.einsum("cij,cij->c", r, r, dtype=np.float64))
+        if len(self.levels) == 1:  # factorised directly
+            z, _ = self._precondition(r)
+            return np.ascontiguousarray(z[:, 1:-1, 1:-1]), [0] * C
+        x = np.zeros((C, h, w), np.float32)
+        p = np.zeros((C, h + 2, w + 2), np.float32)
+        q = np.empty((C, h, w), np.float32)  # A p
+        iterations = [0] * C
+        active = r0 > 0.0
+        if not active.any():
+            return x, iterations
+        z, rz = self._precondition(r)
+        zero = np.zeros(C, np.float32)
+        self._rows(h, K.direction, p, z, zero)
+        best, stalled = r0.copy(), np.zeros(C, np.int64)
+        for it in range(1, maxiter + 1):
+            self._rows(h, K.apply_a, p, L.d, q, acc)
+            pq = total()
+            alpha = np.where(active, rz / np.where(pq > 0, pq, 1.0), 0.0).astype(np.float32)
+            self._rows(h, K.update, x, r, p, q, alpha, acc)
+            rn = np.sqrt(total())
+            for c in np.flatnonzero(active):
+                # stop at the tolerance, or when float32 round-off stalls progress (8 steps without 10%)
+                best[c], stalled[c] = (rn[c], 0) if rn[c] < 0.9 * best[c] else (best[c], stalled[c] + 1)
+                iterations[c] = it
+                if rn[c] <= rtol * r0[c] or stalled[c] >= 8:
+                    active[c] = False
+            if not active.any():
+                break
+            z, rz_new = self._precondition(r)
+            beta = np.where(active, rz_new / np.where(rz != 0, rz, 1.0), 0.0).astype(np.float32)
+            self._rows(h, K.direction, p, z, beta)
+            rz = rz_new
+        if self.singular:
+            self._center(x)
+        return x, iterations
+
+
+def warm_up() -> None:
+    """Load every kernel (from numba's disk cache, or compile it on the very first run) on a tiny
+    problem, so that a caller can do it in a background thread while it decodes its images."""
+    omega = np.ones((4, 4), bool)
+    L, C = _Level(omega, (False,) * 4, 0.0), _Level(omega[::2, ::2], (False,) * 4, 0.0)
+    L.allocate(1)
+    C.allocate(1)
+    b, acc, coef = L.b, L.acc, np.zeros(1, np.float32)
+    b[...] = 0.0
+    K.pre_smooth(L.x, b, L.invd, 0, 4)
+    K.restrict_residual(L.x, b, L.d, C.d, C.b, 0, 2)
+    K.post_black(L.x, C.x, b, L.invd, L.d, 0, 4)
+    K.post_red(L.x, b, L.invd, acc, 0, 4)
+    K.apply_a(L.x, L.d, L.b, acc, 0, 4)
+    K.update(C.b, L.b, L.x, L.b, coef, acc, 0, 2)
+    K.direction(L.x, L.x, coef, 0, 4)
