@@ -20,7 +20,7 @@ H, W = 96, 128
 def _use(monkeypatch, backend: str, direct_max: int = 40) -> None:
     """Force the multigrid of `backend` ("numpy" or "jit") with several levels even at 96x128."""
     cls = _jit.JitPoisson if backend == "jit" else _multigrid.MaskedPoisson
-    monkeypatch.setattr(poisson, "_solver_class", lambda: cls)
+    monkeypatch.setattr(poisson, "_solver_class", lambda unknowns: cls)
     monkeypatch.setattr(_multigrid, "_DIRECT_MAX", direct_max)
     monkeypatch.setattr(_jit, "_DIRECT_MAX", direct_max)
 
@@ -38,8 +38,9 @@ def path(request, monkeypatch) -> str:
     return request.param
 
 
-def test_the_compiled_solver_is_the_default():
-    assert poisson._solver_class() is _jit.JitPoisson  # numba is a dependency
+def test_large_regions_get_the_compiled_solver():
+    assert poisson._solver_class(poisson.JIT_MIN) is _jit.JitPoisson  # numba is a dependency
+    assert poisson._solver_class(poisson.JIT_MIN - 1) is _multigrid.MaskedPoisson
 
 
 def _images(seed: int = 0) -> tuple[np.ndarray, np.ndarray]:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import warnings
 from typing import Any
@@ -99,15 +100,18 @@ def _read_blend_inputs(args: argparse.Namespace, eight_bit_out: bool) -> tuple[n
     return source, target, mask
 
 
-def _import_quietly(name: str, call: str = "") -> None:
-    """Import ``name`` (and call its function ``call``) ahead of its use; a failure is reported
-    where the module is imported for real (numba missing: the blend uses the numpy solver)."""
-    import importlib
-
+def _prepare_solver(mask: str) -> None:
+    """Import the solver ahead of its use, and start loading its compiled kernels if the mask
+    (its size read from the file's header) is large enough to use them. A failure here is
+    reported where the module is imported for real, or the blend reads the file itself."""
     try:
-        module = importlib.import_module(name)
-        if call:
-            getattr(module, call)()
+        from PIL import Image
+
+        from ..compositing import poisson
+
+        if os.path.isfile(mask):  # a regular file (never block on a FIFO here)
+            with Image.open(mask) as im:
+                poisson.prepare(im.size[0] * im.size[1])
     except Exception:  # noqa: BLE001
         pass
 
@@ -120,9 +124,9 @@ def run_blend(args: argparse.Namespace) -> int:
     out = check_output_path(args.output)
     offset = _offset(args.offset)
     eight_bit_out = WRITABLE[out.suffix.lower()] != "TIFF"  # TIFF output keeps 16 bits
-    # The solver's imports (SciPy, numba and its cached kernels: ~0.8 s) run while the decoders,
-    # which release the GIL, work.
-    solver = threading.Thread(target=_import_quietly, args=("nst_engine.compositing._jit", "warm_up"), daemon=True)
+    # The solver's imports (SciPy: ~0.5 s) run while the decoders, which release the GIL, work;
+    # a large blend's compiled kernels load on in the background until the solve needs them.
+    solver = threading.Thread(target=_prepare_solver, args=(args.mask,), daemon=True)
     solver.start()
     source, target, mask = _read_blend_inputs(args, eight_bit_out)
     solver.join()

@@ -37,6 +37,11 @@ class _Level:
         self.omega, self.shape = omega, omega.shape
         self.d = ((_degrees(omega, neumann) + np.float32(shift)) * omega).astype(np.float32)
         self.invd = np.divide(1.0, self.d, out=np.zeros_like(self.d), where=self.d > 0)
+        # columns [lo, hi) of each row that hold its Omega pixels: the kernels skip the rest
+        any_ = omega.any(axis=1)
+        lo = np.where(any_, omega.argmax(axis=1), 0)
+        hi = np.where(any_, omega.shape[1] - omega[:, ::-1].argmax(axis=1), 0)
+        self.span = np.ascontiguousarray(np.stack([lo, hi], axis=1), dtype=np.int64)
         self.channels = 0
         self.lu: Callable[[np.ndarray], np.ndarray] | None = None  # set on the coarsest level
 
@@ -48,7 +53,7 @@ class _Level:
         h, w = self.shape
         self.channels = channels
         self.x = np.zeros((channels, h + 2, w + 2), np.float32)
-        self.b = np.empty((channels, h, w), np.float32)
+        self.b = np.zeros((channels, h, w), np.float32)  # only the spans are ever written
         self.acc = np.zeros((channels, h), np.float64)  # per-row sums of b.x after a V-cycle
 
 
@@ -91,13 +96,13 @@ class JitPoisson:
             sol = L.lu(b[:, L.omega].T.astype(np.float64))
             x[:, 1:-1, 1:-1][:, L.omega] = np.asarray(sol, np.float32).reshape(-1, b.shape[0]).T
             return x
-        self._rows(h, K.pre_smooth, x, b, L.invd)
+        self._rows(h, K.pre_smooth, x, b, L.invd, L.span)
         C = self.levels[k + 1]
-        self._rows(C.shape[0], K.restrict_residual, x, b, L.d, C.d, C.b)
+        self._rows(C.shape[0], K.restrict_residual, x, b, L.d, L.span, C.d, C.span, C.b)
         e = self._vcycle(k + 1, C.b)
         # post-smoothing in the reverse colour order (black, then red) keeps the cycle symmetric
-        self._rows(h, K.post_black, x, e, b, L.invd, L.d)
-        self._rows(h, K.post_red, x, b, L.invd, L.acc)
+        self._rows(h, K.post_black, x, e, b, L.invd, L.d, L.span)
+        self._rows(h, K.post_red, x, b, L.invd, L.span, L.acc)
         return x
 
     def _center(self, a: np.ndarray) -> None:
@@ -150,20 +155,20 @@ class JitPoisson:
             return np.ascontiguousarray(z[:, 1:-1, 1:-1]), [0] * C
         x = np.zeros((C, h, w), np.float32)
         p = np.zeros((C, h + 2, w + 2), np.float32)
-        q = np.empty((C, h, w), np.float32)  # A p
+        q = np.zeros((C, h, w), np.float32)  # A p (only the spans are ever written)
         iterations = [0] * C
         active = r0 > 0.0
         if not active.any():
             return x, iterations
         z, rz = self._precondition(r)
         zero = np.zeros(C, np.float32)
-        self._rows(h, K.direction, p, z, zero)
+        self._rows(h, K.direction, p, z, zero, L.span)
         best, stalled = r0.copy(), np.zeros(C, np.int64)
         for it in range(1, maxiter + 1):
-            self._rows(h, K.apply_a, p, L.d, q, acc)
+            self._rows(h, K.apply_a, p, L.d, L.span, q, acc)
             pq = total()
             alpha = np.where(active, rz / np.where(pq > 0, pq, 1.0), 0.0).astype(np.float32)
-            self._rows(h, K.update, x, r, p, q, alpha, acc)
+            self._rows(h, K.update, x, r, p, q, alpha, L.span, acc)
             rn = np.sqrt(total())
             for c in np.flatnonzero(active):
                 # stop at the tolerance, or when float32 round-off stalls progress (8 steps without 10%)
@@ -175,7 +180,7 @@ class JitPoisson:
                 break
             z, rz_new = self._precondition(r)
             beta = np.where(active, rz_new / np.where(rz != 0, rz, 1.0), 0.0).astype(np.float32)
-            self._rows(h, K.direction, p, z, beta)
+            self._rows(h, K.direction, p, z, beta, L.span)
             rz = rz_new
         if self.singular:
             self._center(x)
@@ -184,17 +189,17 @@ class JitPoisson:
 
 def warm_up() -> None:
     """Load every kernel (from numba's disk cache, or compile it on the very first run) on a tiny
-    problem, so that a caller can do it in a background thread while it decodes its images."""
+    problem. Meant for a background thread (`poisson.prepare`): a solve that calls a kernel still
+    being loaded waits for it on numba's compiler lock."""
     omega = np.ones((4, 4), bool)
     L, C = _Level(omega, (False,) * 4, 0.0), _Level(omega[::2, ::2], (False,) * 4, 0.0)
     L.allocate(1)
     C.allocate(1)
     b, acc, coef = L.b, L.acc, np.zeros(1, np.float32)
-    b[...] = 0.0
-    K.pre_smooth(L.x, b, L.invd, 0, 4)
-    K.restrict_residual(L.x, b, L.d, C.d, C.b, 0, 2)
-    K.post_black(L.x, C.x, b, L.invd, L.d, 0, 4)
-    K.post_red(L.x, b, L.invd, acc, 0, 4)
-    K.apply_a(L.x, L.d, L.b, acc, 0, 4)
-    K.update(C.b, L.b, L.x, L.b, coef, acc, 0, 2)
-    K.direction(L.x, L.x, coef, 0, 4)
+    K.pre_smooth(L.x, b, L.invd, L.span, 0, 4)
+    K.restrict_residual(L.x, b, L.d, L.span, C.d, C.span, C.b, 0, 2)
+    K.post_black(L.x, C.x, b, L.invd, L.d, L.span, 0, 4)
+    K.post_red(L.x, b, L.invd, L.span, acc, 0, 4)
+    K.apply_a(L.x, L.d, L.span, L.b, acc, 0, 4)
+    K.update(np.zeros_like(b), np.zeros_like(b), L.x, b, coef, L.span, acc, 0, 4)
+    K.direction(L.x, L.x, coef, L.span, 0, 4)

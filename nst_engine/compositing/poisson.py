@@ -260,13 +260,35 @@ def _finish(pb: _Problem, x: np.ndarray, iterations: list[int]) -> BlendReport:
     return BlendReport(out, pb.box, int(pb.omega.sum()), iterations, note)
 
 
-def _solver_class() -> type[MaskedPoisson] | type[JitPoisson]:
-    """The compiled solver (`_jit.py`) when numba is installed, else the numpy one: same method."""
+# unknowns from which the compiled solver pays for loading numba and its kernels (~0.4 s once per
+# process); below, the numpy solver takes under ~0.5 s (so does numba's first call)
+JIT_MIN = 1_000_000
+
+
+def _solver_class(unknowns: int) -> type[MaskedPoisson] | type[JitPoisson]:
+    """The compiled solver (`_jit.py`) for large regions when numba is installed, else the numpy
+    one: the same method, results within the tolerance of each other."""
+    if unknowns < JIT_MIN:
+        return MaskedPoisson
     try:
         from ._jit import JitPoisson
     except ImportError:
         return MaskedPoisson
     return JitPoisson
+
+
+def prepare(pixels: int) -> None:
+    """Start loading the compiled solver's kernels in a background thread if a blend of about
+    `pixels` unknowns will use it (a caller that knows the size early, e.g. from a file header)."""
+    if pixels < JIT_MIN:
+        return
+    try:
+        from ._jit import warm_up
+    except ImportError:
+        return
+    import threading
+
+    threading.Thread(target=warm_up, daemon=True, name="nst-jit-warm-up").start()
 
 
 def poisson_blend_report(
@@ -296,7 +318,8 @@ def poisson_blend_report(
         # rounding), ~0.001 at 1e-6; the constant mode of the boundary-free problem is slower
         rtol = 1e-4 if pb.target.dtype == np.uint8 else 1e-6
         rtol *= 0.1 if pb.singular else 1.0
-    x, iterations = _solver_class()(pb.omega, pb.neumann, singular=pb.singular).solve(pb.r, rtol=rtol, threads=threads)
+    solver_class = _solver_class(int(pb.omega.sum()))
+    x, iterations = solver_class(pb.omega, pb.neumann, singular=pb.singular).solve(pb.r, rtol=rtol, threads=threads)
     return _finish(pb, x, iterations)
 
 
