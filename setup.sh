@@ -14,5 +14,8 @@ if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
     .venv/bin/python -m pip install -q --disable-pip-version-check "${TORCH_SPEC:-torch==2.13.0}" 2>&1 | grep -v "^WARNING: Location" || true
     .venv/bin/python -m pip install -q --disable-pip-version-check -e ".[test]" 2>&1 | grep -v "^WARNING: Location" || true
     .venv/bin/python -c "import torch, onnxruntime, skimage, nst_engine" 
+    # compile the Poisson blend's numba kernels once (a few seconds) into numba's on-disk cache,
+    # so that no blend pays for it later
+    .venv/bin/python -c "from nst_engine.compositing._jit import warm_up; warm_up()"
     touch "$stamp"
 fi

@@ -282,13 +282,16 @@ def prepare(pixels: int) -> None:
     `pixels` unknowns will use it (a caller that knows the size early, e.g. from a file header)."""
     if pixels < JIT_MIN:
         return
-    try:
-        from ._jit import warm_up
-    except ImportError:
-        return
     import threading
 
-    threading.Thread(target=warm_up, daemon=True, name="nst-jit-warm-up").start()
+    def load() -> None:
+        try:
+            from ._jit import warm_up
+        except ImportError:  # no numba: the numpy solver it is
+            return
+        warm_up()
+
+    threading.Thread(target=load, daemon=True, name="nst-jit-warm-up").start()
 
 
 def poisson_blend_report(
