@@ -321,3 +321,20 @@ def test_mask_selecting_nothing_inside_the_target():
     mask[:, :10] = True
     with pytest.raises(InputError, match="nothing inside the target"):
         poisson_blend(source, target, mask, offset=(-20, 0))
+
+
+def test_prepare_loads_the_kernels_in_the_background_only_for_large_blends(monkeypatch):
+    import threading
+
+    calls: list[str] = []
+    monkeypatch.setattr(_jit, "warm_up", lambda: calls.append(threading.current_thread().name))
+    poisson.prepare(poisson.JIT_MIN - 1)
+    poisson.prepare(poisson.JIT_MIN)
+    for t in threading.enumerate():
+        if t.name == "nst-jit-warm-up":
+            t.join(timeout=60)
+    assert calls == ["nst-jit-warm-up"]  # once, for the large blend, not in the caller's thread
+
+
+def test_warm_up_runs_every_kernel():
+    _jit.warm_up()  # the tiny problem's shapes and types must be accepted by each kernel
