@@ -279,7 +279,8 @@ def _solver_class(unknowns: int) -> type[MaskedPoisson] | type[JitPoisson]:
 
 def prepare(pixels: int) -> None:
     """Start loading the compiled solver's kernels in a background thread if a blend of about
-    `pixels` unknowns will use it (a caller that knows the size early, e.g. from a file header)."""
+    `pixels` unknowns will use it: a caller that knows the size before the setup starts (`nst blend`
+    after decoding) overlaps the loading with the setup."""
     if pixels < JIT_MIN:
         return
     import threading
