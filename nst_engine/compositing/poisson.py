@@ -138,7 +138,12 @@ def _check_offset(offset: Any) -> tuple[int, int]:  # Any: whatever the caller p
 
 @dataclass
 class _Problem:
-    """The linear system of one blend, on the solve rectangle (see `_setup`)."""
+    """The linear system of one blend, on the solve rectangle (see `_setup`).
+
+    The colour planes `T` and `f0` are made on first use: a seamless blend of an 8/16-bit image
+    with a hard mask never needs them whole (`_seamless_rhs` reads the boundary pixels, `_finish`
+    adds the source straight into the output), which saves two float copies of the rectangle.
+    """
 
     target: np.ndarray  # the caller's target (for the output's shape and dtype)
     box: tuple[int, int, int, int]  # x0, y0, x1, y1 of the rectangle in the target
@@ -146,9 +151,25 @@ class _Problem:
     m: np.ndarray  # mask values on the rectangle, float32
     omega: np.ndarray  # m > 0
     singular: bool  # Omega is the whole target: no Dirichlet pixel
-    T: np.ndarray  # target colours (C, h, w), 0..1
-    f0: np.ndarray  # first guess: the source on Omega (elsewhere the target, or unused)
+    t_rect: np.ndarray  # the target on the rectangle, HxWxC in its own dtype (a view)
+    s_rect: np.ndarray  # the source on the rectangle (edge pixels replicated where it does not reach)
     r: np.ndarray  # right-hand side for the correction x = f - f0 (zero outside Omega; the solver may overwrite it)
+    mixed_f0: np.ndarray | None = None  # mixed mode's first guess: source on Omega, target elsewhere
+    _T: np.ndarray | None = None
+
+    @property
+    def T(self) -> np.ndarray:
+        """Target colours (C, h, w), 0..1."""
+        if self._T is None:
+            self._T = _planes(self.t_rect, self.r.shape[0], self.r.dtype.type, "target")
+        return self._T
+
+    @property
+    def f0(self) -> np.ndarray:
+        """The first guess: the source on Omega (elsewhere the target in mixed mode, or unused)."""
+        if self.mixed_f0 is None:
+            self.mixed_f0 = _planes(self.s_rect, self.r.shape[0], self.r.dtype.type, "source")
+        return self.mixed_f0
 
     def degrees(self) -> np.ndarray:
         """|N_p| on Omega (0 elsewhere): the matrix diagonal."""
@@ -194,25 +215,31 @@ def _setup(source: np.ndarray, target: np.ndarray, mask: np.ndarray, mode: str, 
 
     t_img = target if target.ndim == 3 else target[:, :, None]
     s_img = source if source.ndim == 3 else source[:, :, None]
-    T = _planes(t_img[y0:y1, x0:x1], ct, work, "target")
+    for img, name in ((t_img, "target"), (s_img, "source")):
+        if img.dtype not in _INT_MAX and img.dtype.kind != "f":
+            raise InputError(name, f"array {img.shape} {img.dtype}", "dtype must be uint8, uint16 or float")
+    t_rect = t_img[y0:y1, x0:x1]
     # the source on the rectangle, its edge pixels replicated where it does not reach
     sr0, sr1, sc0, sc1 = max(0, y0 - oy), min(h, y1 - oy), max(0, x0 - ox), min(w, x1 - ox)
-    S = _planes(s_img[sr0:sr1, sc0:sc1], cs, work, "source")
-    pads = ((0, 0), (sr0 - (y0 - oy), (y1 - oy) - sr1), (sc0 - (x0 - ox), (x1 - ox) - sc1))
+    s_rect = s_img[sr0:sr1, sc0:sc1]
+    pads = ((sr0 - (y0 - oy), (y1 - oy) - sr1), (sc0 - (x0 - ox), (x1 - ox) - sc1), (0, 0))
     if any(p for pair in pads for p in pair):
-        S = np.pad(S, pads, mode="edge")
+        s_rect = np.pad(s_rect, pads, mode="edge")
 
     # right-hand side of the correction x = f - f0, f0 = source on Omega and target elsewhere:
     # r_p = sum_{q in N_p} (v_pq - (f0_p - f0_q)), which is eq. 7 with f0 moved to the right
-    r = np.zeros(T.shape, T.dtype)  # calloc: no pass over memory that is mostly left zero
+    r = np.zeros((ct, y1 - y0, x1 - x0), work)  # calloc: no pass over memory that is mostly left zero
+    pb = _Problem(target, (x0, y0, x1, y1), neumann, m, omega, singular, t_rect, s_rect, r)
+    if t_rect.dtype.kind == "f" or s_rect.dtype.kind == "f":
+        pb.T, pb.f0  # noqa: B018 (float images: converted now, which checks them for NaN)
     if mode == "seamless":
         # v_pq = S_p - S_q, so the terms cancel except across the boundary:
         # r_p = sum over neighbours q outside Omega of (T_q - S_q), nonzero on Omega's inner edge only
-        _seamless_rhs(r, T, S, omega)
-        # f0 is only ever read on Omega (`_finish` writes Omega alone), where it is S: no copy
-        return _Problem(target, (x0, y0, x1, y1), neumann, m, omega, singular, T, S, r)
+        _seamless_rhs(r, t_rect, s_rect, omega)
+        return pb
     else:
-        f0 = np.where(omega, S, T)
+        T, S = pb.T, pb.f0
+        f0 = pb.mixed_f0 = np.where(omega, S, T)
         for axis in (1, 2):
             a_list, b_list = [slice(None)] * 3, [slice(None)] * 3
             a_list[axis], b_list[axis] = slice(None, -1), slice(1, None)
@@ -224,13 +251,19 @@ def _setup(source: np.ndarray, target: np.ndarray, mask: np.ndarray, mode: str, 
             r[a] += g
             r[b] -= g
     r *= omega
-    return _Problem(target, (x0, y0, x1, y1), neumann, m, omega, singular, T, f0, r)
+    return pb
 
 
-def _seamless_rhs(r: np.ndarray, T: np.ndarray, S: np.ndarray, omega: np.ndarray) -> None:
+def _unit(a: np.ndarray, work: type) -> np.ndarray:
+    """Pixels (any shape) as `work` floats in 0..1."""
+    return a.astype(work) * work(1.0 / _INT_MAX[a.dtype]) if a.dtype in _INT_MAX else a.astype(work)
+
+
+def _seamless_rhs(r: np.ndarray, t_rect: np.ndarray, s_rect: np.ndarray, omega: np.ndarray) -> None:
     """r_p += T_q - S_q for each 4-neighbour q outside Omega of each p in Omega (in the order below,
     above, right, left), touching only Omega's inner edge: the work follows the selection's
-    perimeter, not its area."""
+    perimeter, not its area. T and S are read from the HxWxC images, in 0..1."""
+    C, work = r.shape[0], r.dtype.type
     outside = ~omega
     for dy, dx in ((1, 0), (-1, 0), (0, 1), (0, -1)):  # the neighbour q = p + (dy, dx)
         has = np.zeros_like(omega)  # p in Omega whose neighbour in this direction is outside
@@ -238,11 +271,29 @@ def _seamless_rhs(r: np.ndarray, T: np.ndarray, S: np.ndarray, omega: np.ndarray
         xs, xe = max(0, -dx), omega.shape[1] - max(0, dx)
         np.logical_and(omega[ys:ye, xs:xe], outside[ys + dy:ye + dy, xs + dx:xe + dx], out=has[ys:ye, xs:xe])
         py, px = np.nonzero(has)
-        r[:, py, px] += T[:, py + dy, px + dx] - S[:, py + dy, px + dx]
+        qy, qx = py + dy, px + dx
+        r[:, py, px] += (_unit(t_rect[qy, qx, :C], work) - _unit(s_rect[qy, qx, :C], work)).T
 
 
 def _finish(pb: _Problem, x: np.ndarray, iterations: list[int]) -> BlendReport:
     """Add the correction, alpha-blend soft masks, write Omega into a copy of the target."""
+    x0, y0, x1, y1 = pb.box
+    out = pb.target.copy()
+    soft = bool((pb.m[pb.omega] < 1).any())
+    if out.dtype in _INT_MAX and not soft and not pb.singular and pb.mixed_f0 is None:
+        # seamless, hard mask, 8/16-bit: f = source + x, rounded straight into the output; x is
+        # ours, so no full-size float copy is made
+        top = _INT_MAX[out.dtype]
+        s_scale = top / _INT_MAX[pb.s_rect.dtype] if pb.s_rect.dtype in _INT_MAX else top
+        for k in range(x.shape[0]):
+            v = x[k]
+            v *= top
+            v += pb.s_rect[:, :, k] if s_scale == 1.0 else pb.s_rect[:, :, k] * s_scale
+            np.rint(v, out=v)
+            np.clip(v, 0, top, out=v)
+            dst = out[y0:y1, x0:x1] if out.ndim == 2 else out[y0:y1, x0:x1, k]
+            np.copyto(dst, v, where=pb.omega, casting="unsafe")
+        return BlendReport(out, pb.box, int(pb.omega.sum()), iterations, "")
     f = np.add(x, pb.f0, out=x)  # x is ours: no new array
     note = ""
     if pb.singular:
@@ -250,9 +301,6 @@ def _finish(pb: _Problem, x: np.ndarray, iterations: list[int]) -> BlendReport:
         shift = pb.T.mean(axis=(1, 2), dtype=np.float64) - f.mean(axis=(1, 2), dtype=np.float64)
         f += shift.astype(f.dtype)[:, None, None]
         note = "mask covers the whole target: no boundary to match, kept the target's mean per channel"
-    x0, y0, x1, y1 = pb.box
-    out = pb.target.copy()
-    soft = bool((pb.m[pb.omega] < 1).any())
     for k in range(pb.T.shape[0]):
         vals = pb.T[k] + pb.m * (f[k] - pb.T[k]) if soft else f[k]  # soft masks: alpha-blend
         dst = out[y0:y1, x0:x1] if out.ndim == 2 else out[y0:y1, x0:x1, k]
@@ -314,7 +362,7 @@ def poisson_blend_report(
     pb = _setup(source, target, mask, mode, offset, np.float64 if solver == "direct" else np.float32)
     if solver == "direct":
         solve = direct_solver(pb.omega, pb.degrees(), singular=pb.singular)
-        x = np.zeros_like(pb.T)
+        x = np.zeros_like(pb.r)
         x[:, pb.omega] = solve(pb.r[:, pb.omega].T).T
         return _finish(pb, x, [0] * x.shape[0])
     if rtol is None:
