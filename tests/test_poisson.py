@@ -43,6 +43,23 @@ def test_large_regions_get_the_compiled_solver():
     assert poisson._solver_class(poisson.JIT_MIN - 1) is _multigrid.MaskedPoisson
 
 
+def test_without_numba_the_numpy_solver_is_used(monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "numba", None)  # `import numba` raises ImportError
+    for name in ("nst_engine.compositing._jit", "nst_engine.compositing._jit_kernels"):
+        monkeypatch.delitem(sys.modules, name)
+        monkeypatch.delattr(name)  # the package's attribute: `from . import _jit_kernels` finds it first
+    assert poisson._solver_class(poisson.JIT_MIN) is _multigrid.MaskedPoisson
+    poisson.prepare(poisson.JIT_MIN)  # starts a thread that finds no numba and stops quietly
+    import threading
+
+    for t in threading.enumerate():
+        if t.name == "nst-jit-warm-up":
+            t.join(timeout=60)  # done before the modules are put back
+            assert not t.is_alive()
+
+
 def _images(seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     rng = np.random.default_rng(seed)
     yy, xx = np.mgrid[0:H, 0:W]
