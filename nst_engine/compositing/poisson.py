@@ -264,15 +264,20 @@ def _seamless_rhs(r: np.ndarray, t_rect: np.ndarray, s_rect: np.ndarray, omega: 
     above, right, left), touching only Omega's inner edge: the work follows the selection's
     perimeter, not its area. T and S are read from the HxWxC images, in 0..1."""
     C, work = r.shape[0], r.dtype.type
-    outside = ~omega
+    h, w = omega.shape
+    # beyond the rectangle is the image's edge (else the rectangle has a ring outside Omega): no
+    # neighbour there, so it counts as inside
+    pad = np.pad(omega, 1, constant_values=True)
+    inner = pad[:-2, 1:-1] & pad[2:, 1:-1]
+    inner &= pad[1:-1, :-2]
+    inner &= pad[1:-1, 2:]
+    py, px = np.nonzero(omega & ~inner)  # Omega's inner edge, found in one pass
     for dy, dx in ((1, 0), (-1, 0), (0, 1), (0, -1)):  # the neighbour q = p + (dy, dx)
-        has = np.zeros_like(omega)  # p in Omega whose neighbour in this direction is outside
-        ys, ye = max(0, -dy), omega.shape[0] - max(0, dy)
-        xs, xe = max(0, -dx), omega.shape[1] - max(0, dx)
-        np.logical_and(omega[ys:ye, xs:xe], outside[ys + dy:ye + dy, xs + dx:xe + dx], out=has[ys:ye, xs:xe])
-        py, px = np.nonzero(has)
         qy, qx = py + dy, px + dx
-        r[:, py, px] += (_unit(t_rect[qy, qx, :C], work) - _unit(s_rect[qy, qx, :C], work)).T
+        out = (qy >= 0) & (qy < h) & (qx >= 0) & (qx < w)
+        out[out] = ~omega[qy[out], qx[out]]
+        ey, ex, qy, qx = py[out], px[out], qy[out], qx[out]
+        r[:, ey, ex] += (_unit(t_rect[qy, qx, :C], work) - _unit(s_rect[qy, qx, :C], work)).T
 
 
 def _finish(pb: _Problem, x: np.ndarray, iterations: list[int]) -> BlendReport:
