@@ -110,19 +110,26 @@ def _colour_channels(image: np.ndarray, name: str) -> int:
 
 
 def _mask_values(mask: np.ndarray) -> np.ndarray:
+    """The mask as a checked 2-D array in its own dtype (bool, uint8, uint16 or float 0..1):
+    converted to float (`_mask_float`) only on the solve rectangle."""
     m = np.asarray(mask)
     if m.ndim == 3 and m.shape[2] == 1:
         m = m[:, :, 0]
     if m.ndim != 2:
         raise InputError("mask", f"array of shape {m.shape}", "expected a 2-D (HxW) mask")
-    if m.dtype == np.bool_:
-        return m.astype(np.float32)
-    if m.dtype in _INT_MAX:
-        return m.astype(np.float32) / np.float32(_INT_MAX[m.dtype])
+    if m.dtype == np.bool_ or m.dtype in _INT_MAX:
+        return m
     if m.dtype.kind != "f":
         raise InputError("mask", f"array {m.shape} {m.dtype}", "dtype must be bool, uint8, uint16 or float")
     if not np.isfinite(m).all() or m.min(initial=0.0) < 0.0 or m.max(initial=0.0) > 1.0:
         raise InputError("mask", f"array {m.shape} {m.dtype}", "float mask values must be finite and within 0..1")
+    return m
+
+
+def _mask_float(m: np.ndarray) -> np.ndarray:
+    """Mask values (from `_mask_values`) as float32 0..1."""
+    if m.dtype in _INT_MAX:
+        return m.astype(np.float32) / np.float32(_INT_MAX[m.dtype])
     return m.astype(np.float32)
 
 
@@ -209,7 +216,7 @@ def _setup(source: np.ndarray, target: np.ndarray, mask: np.ndarray, mode: str, 
     neumann = (by0 == 0, by1 == H, bx0 == 0, bx1 == W)
 
     m = np.zeros((y1 - y0, x1 - x0), np.float32)
-    m[by0 - y0 : by1 - y0, bx0 - x0 : bx1 - x0] = m_over[by0 - ty0 : by1 - ty0, bx0 - tx0 : bx1 - tx0]
+    m[by0 - y0 : by1 - y0, bx0 - x0 : bx1 - x0] = _mask_float(m_over[by0 - ty0 : by1 - ty0, bx0 - tx0 : bx1 - tx0])
     omega = m > 0
     singular = bool(omega.all()) and (y0, y1, x0, x1) == (0, H, 0, W)
 

@@ -31,7 +31,7 @@ from skimage.transform import resize
 
 from nst_engine.errors import InputError
 
-from .poisson import _mask_values, poisson_blend_report, to_unit_float
+from .poisson import _mask_float, _mask_values, poisson_blend_report, to_unit_float
 
 __all__ = ["RegionResult", "stylize_region", "crop_box"]
 
@@ -102,7 +102,7 @@ def stylize_region(
         raise InputError("image", f"array {img.shape} {img.dtype}", "expected an HxWx3 or HxWx4 float image")
     if not np.isfinite(img).all():
         raise InputError("image", f"array {img.shape} {img.dtype}", "contains NaN or infinity")
-    m = _mask_values(mask)
+    m = _mask_float(_mask_values(mask))
     if m.shape != img.shape[:2]:
         raise InputError("mask", f"array of shape {np.shape(mask)}", f"must match the image's HxW {img.shape[:2]}")
     if composite not in _COMPOSITES:
