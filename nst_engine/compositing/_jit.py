@@ -74,15 +74,18 @@ class JitPoisson:
         last.lu = direct_solver(last.omega, last.d, singular=singular and len(self.levels) == 1)
         self.pool: ThreadPoolExecutor | None = None
         self.threads = 1
+        self.chans = np.zeros(0, np.int64)  # the channels CG still iterates on
 
     def _rows(self, n: int, kernel: Callable[..., None], *args: object) -> None:
-        """kernel(*args, i0, i1) over the rows 0..n, in `threads` bands at once on large levels."""
+        """kernel(*args, chans, i0, i1) over the rows 0..n for the channels still iterating, in
+        `threads` bands at once on large levels."""
+        chans = self.chans
         if self.pool is None or self.threads == 1 or n < _PARALLEL_MIN:
-            kernel(*args, 0, n)
+            kernel(*args, chans, 0, n)
             return
         cuts = [n * k // self.threads for k in range(self.threads + 1)]
-        futures = [self.pool.submit(kernel, *args, cuts[k], cuts[k + 1]) for k in range(1, self.threads)]
-        kernel(*args, cuts[0], cuts[1])
+        futures = [self.pool.submit(kernel, *args, chans, cuts[k], cuts[k + 1]) for k in range(1, self.threads)]
+        kernel(*args, chans, cuts[0], cuts[1])
         for f in futures:
             f.result()
 
@@ -150,6 +153,7 @@ class JitPoisson:
             return acc.sum(axis=1)
 
         r0 = np.sqrt(np.einsum("cij,cij->c", r, r, dtype=np.float64))
+        self.chans = np.arange(C, dtype=np.int64)
         if len(self.levels) == 1:  # factorised directly
             z, _ = self._precondition(r)
             return np.ascontiguousarray(z[:, 1:-1, 1:-1]), [0] * C
@@ -160,6 +164,7 @@ class JitPoisson:
         active = r0 > 0.0
         if not active.any():
             return x, iterations
+        self.chans = np.flatnonzero(active).astype(np.int64)
         z, rz = self._precondition(r)
         zero = np.zeros(C, np.float32)
         self._rows(h, K.direction, p, z, zero, L.span)
@@ -178,6 +183,7 @@ class JitPoisson:
                     active[c] = False
             if not active.any():
                 break
+            self.chans = np.flatnonzero(active).astype(np.int64)  # converged channels stay as they are
             z, rz_new = self._precondition(r)
             beta = np.where(active, rz_new / np.where(rz != 0, rz, 1.0), 0.0).astype(np.float32)
             self._rows(h, K.direction, p, z, beta, L.span)
@@ -195,11 +201,11 @@ def warm_up() -> None:
     L, C = _Level(omega, (False,) * 4, 0.0), _Level(omega[::2, ::2], (False,) * 4, 0.0)
     L.allocate(1)
     C.allocate(1)
-    b, acc, coef = L.b, L.acc, np.zeros(1, np.float32)
-    K.pre_smooth(L.x, b, L.invd, L.span, 0, 4)
-    K.restrict_residual(L.x, b, L.d, L.span, C.d, C.span, C.b, 0, 2)
-    K.post_black(L.x, C.x, b, L.invd, L.d, L.span, 0, 4)
-    K.post_red(L.x, b, L.invd, L.span, acc, 0, 4)
-    K.apply_a(L.x, L.d, L.span, L.b, acc, 0, 4)
-    K.update(np.zeros_like(b), np.zeros_like(b), L.x, b, coef, L.span, acc, 0, 4)
-    K.direction(L.x, L.x, coef, L.span, 0, 4)
+    b, acc, coef, first = L.b, L.acc, np.zeros(1, np.float32), np.zeros(1, np.int64)
+    K.pre_smooth(L.x, b, L.invd, L.span, first, 0, 4)
+    K.restrict_residual(L.x, b, L.d, L.span, C.d, C.span, C.b, first, 0, 2)
+    K.post_black(L.x, C.x, b, L.invd, L.d, L.span, first, 0, 4)
+    K.post_red(L.x, b, L.invd, L.span, acc, first, 0, 4)
+    K.apply_a(L.x, L.d, L.span, L.b, acc, first, 0, 4)
+    K.update(np.zeros_like(b), np.zeros_like(b), L.x, b, coef, L.span, acc, first, 0, 4)
+    K.direction(L.x, L.x, coef, L.span, first, 0, 4)

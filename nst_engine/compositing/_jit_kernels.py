@@ -1,7 +1,8 @@
 """Compiled (numba) loops of the multigrid solver in `_jit.py`: each is one fused pass over memory.
 
 Every kernel works on a band of rows [i0, i1) so that the caller can split a level over threads
-(numba's `nogil=True` lets two Python threads run two bands at once). Arrays are channel-planar:
+(numba's `nogil=True` lets two Python threads run two bands at once), and on the channels listed
+in `chans` (CG drops a channel from the list once it has converged). Arrays are channel-planar:
 fine solutions `x` are (C, h+2, w+2) with a ring of zeros (pixel (i, j) at [i+1, j+1]), right-hand
 sides and residuals (C, h, w); `d` is |N_p| on Omega and 0 elsewhere, `invd` its inverse (0
 elsewhere), both (h, w). Colour 0 ("red") is the pixels with i + j even. `span[i]` is the
@@ -35,19 +36,19 @@ def _red_start(b: np.ndarray, invd: np.ndarray, span: np.ndarray, c: int, i: int
 
 
 @_exact
-def pre_smooth(x: np.ndarray, b: np.ndarray, invd: np.ndarray, span: np.ndarray, i0: int, i1: int) -> None:
+def pre_smooth(x: np.ndarray, b: np.ndarray, invd: np.ndarray, span: np.ndarray, chans: np.ndarray, i0: int, i1: int) -> None:
     """The V-cycle's pre-smoother from x = 0 in one pass: red x = b / |N_p|, then black
     x = (b + red neighbours) / |N_p|. The red neighbours of a row are recomputed from b (three
     rows kept in a ring), so a band of rows depends on nothing another thread writes."""
     C, w = x.shape[0], invd.shape[1]
     red = np.zeros((C, 3, w + 2), np.float32)  # ring: row r in slot (r + 1) % 3
     tmp = np.empty(w, np.float32)
-    for c in range(C):
+    for c in chans:
         _red_start(b, invd, span, c, i0 - 1, red[c, i0 % 3])
         _red_start(b, invd, span, c, i0, red[c, (i0 + 1) % 3])
     for i in range(i0, i1):
         lo, hi = span[i, 0], span[i, 1]
-        for c in range(C):
+        for c in chans:
             _red_start(b, invd, span, c, i + 1, red[c, (i + 2) % 3])
             up, mid, dn = red[c, i % 3], red[c, (i + 1) % 3], red[c, (i + 2) % 3]
             br, ir = b[c, i], invd[i]
@@ -76,7 +77,7 @@ def _red_residual(x: np.ndarray, b: np.ndarray, d: np.ndarray, span: np.ndarray,
 
 @_exact
 def restrict_residual(x: np.ndarray, b: np.ndarray, d: np.ndarray, span: np.ndarray, cd: np.ndarray,
-                      cspan: np.ndarray, cb: np.ndarray, i0: int, i1: int) -> None:
+                      cspan: np.ndarray, cb: np.ndarray, chans: np.ndarray, i0: int, i1: int) -> None:
     """cb = P^T (b - A x) on the coarse rows i0..i1 (coarse pixel (I, J) is fine (2I, 2J)).
 
     After the pre-smoother the black residual is zero, so only red pixels are restricted: the
@@ -86,12 +87,12 @@ def restrict_residual(x: np.ndarray, b: np.ndarray, d: np.ndarray, span: np.ndar
     C, w = x.shape[0], d.shape[1]
     hc, wc = cd.shape
     res = np.zeros((C, 3, w + 2), np.float32)  # residual rows 2I-1 (top), 2I, 2I+1 (bottom)
-    for c in range(C):
+    for c in chans:
         _red_residual(x, b, d, span, c, 2 * i0 - 1, res[c, 0])
     for ci in range(i0, i1):
         wdn = 2.0 if ci == hc - 1 else 1.0
         t = (ci - i0) & 1  # the top row's slot alternates between 0 and 2
-        for c in range(C):
+        for c in chans:
             top, cen, bot = res[c, 2 * t], res[c, 1], res[c, 2 - 2 * t]
             _red_residual(x, b, d, span, c, 2 * ci, cen)
             _red_residual(x, b, d, span, c, 2 * ci + 1, bot)
@@ -132,19 +133,19 @@ def _prolonged_red(x: np.ndarray, e: np.ndarray, d: np.ndarray, span: np.ndarray
 
 @_exact
 def post_black(x: np.ndarray, e: np.ndarray, b: np.ndarray, invd: np.ndarray, d: np.ndarray,
-               span: np.ndarray, i0: int, i1: int) -> None:
+               span: np.ndarray, chans: np.ndarray, i0: int, i1: int) -> None:
     """Coarse correction and the post-smoother's black half-sweep in one pass: black x =
     (b + prolonged red neighbours) / |N_p|, the red x + P e computed on the fly (three rows in a
     ring) and not stored: the red half-sweep that follows overwrites red without reading it."""
     C, w = x.shape[0], d.shape[1]
     red = np.zeros((C, 3, w + 2), np.float32)  # ring: row r in slot (r + 1) % 3
     tmp = np.empty(w, np.float32)
-    for c in range(C):
+    for c in chans:
         _prolonged_red(x, e, d, span, c, i0 - 1, red[c, i0 % 3])
         _prolonged_red(x, e, d, span, c, i0, red[c, (i0 + 1) % 3])
     for i in range(i0, i1):
         lo, hi = span[i, 0], span[i, 1]
-        for c in range(C):
+        for c in chans:
             _prolonged_red(x, e, d, span, c, i + 1, red[c, (i + 2) % 3])
             up, mid, dn = red[c, i % 3], red[c, (i + 1) % 3], red[c, (i + 2) % 3]
             br, ir = b[c, i], invd[i]
@@ -157,13 +158,13 @@ def post_black(x: np.ndarray, e: np.ndarray, b: np.ndarray, invd: np.ndarray, d:
 
 @_exact
 def post_red(x: np.ndarray, b: np.ndarray, invd: np.ndarray, span: np.ndarray, acc: np.ndarray,
-             i0: int, i1: int) -> None:
+             chans: np.ndarray, i0: int, i1: int) -> None:
     """The post-smoother's red half-sweep; acc[c, i] = row i's share of b.x after it (b.z in CG)."""
     w = invd.shape[1]
     tmp = np.empty(w, np.float32)
     for i in range(i0, i1):
         lo, hi = span[i, 0], span[i, 1]
-        for c in range(x.shape[0]):
+        for c in chans:
             up, mid, dn, br, ir = x[c, i], x[c, i + 1], x[c, i + 2], b[c, i], invd[i]
             for j in range(lo, hi):
                 tmp[j] = (br[j] + up[j + 1] + dn[j + 1] + mid[j] + mid[j + 2]) * ir[j]
@@ -176,9 +177,10 @@ def post_red(x: np.ndarray, b: np.ndarray, invd: np.ndarray, span: np.ndarray, a
 
 
 @_exact
-def apply_a(p: np.ndarray, d: np.ndarray, span: np.ndarray, q: np.ndarray, acc: np.ndarray, i0: int, i1: int) -> None:
+def apply_a(p: np.ndarray, d: np.ndarray, span: np.ndarray, q: np.ndarray, acc: np.ndarray, chans: np.ndarray,
+            i0: int, i1: int) -> None:
     """q = A p on Omega (0 elsewhere); acc[c, i] = row i's share of p.q (float64)."""
-    for c in range(p.shape[0]):
+    for c in chans:
         for i in range(i0, i1):
             up, mid, dn, dr, qr = p[c, i], p[c, i + 1], p[c, i + 2], d[i], q[c, i]
             s = 0.0
@@ -192,9 +194,9 @@ def apply_a(p: np.ndarray, d: np.ndarray, span: np.ndarray, q: np.ndarray, acc: 
 
 @_exact
 def update(x: np.ndarray, r: np.ndarray, p: np.ndarray, q: np.ndarray, alpha: np.ndarray,
-           span: np.ndarray, acc: np.ndarray, i0: int, i1: int) -> None:
+           span: np.ndarray, acc: np.ndarray, chans: np.ndarray, i0: int, i1: int) -> None:
     """x += alpha p, r -= alpha q (alpha per channel); acc[c, i] = row i's share of r.r."""
-    for c in range(x.shape[0]):
+    for c in chans:
         a = alpha[c]
         for i in range(i0, i1):
             xr, rr, pr, qr = x[c, i], r[c, i], p[c, i + 1], q[c, i]
@@ -208,9 +210,9 @@ def update(x: np.ndarray, r: np.ndarray, p: np.ndarray, q: np.ndarray, alpha: np
 
 
 @_exact
-def direction(p: np.ndarray, z: np.ndarray, beta: np.ndarray, span: np.ndarray, i0: int, i1: int) -> None:
+def direction(p: np.ndarray, z: np.ndarray, beta: np.ndarray, span: np.ndarray, chans: np.ndarray, i0: int, i1: int) -> None:
     """p = z + beta p on the padded rows i0+1..i1 (beta per channel)."""
-    for c in range(p.shape[0]):
+    for c in chans:
         bt = beta[c]
         for i in range(i0, i1):
             pr, zr = p[c, i + 1], z[c, i + 1]
