@@ -22,7 +22,7 @@ from . import _jit_kernels as K
 from ._laplacian import Sides as _Sides
 from ._laplacian import degrees as _degrees
 from ._laplacian import direct_solver
-from ._multigrid import _coarsen
+from ._multigrid import regions
 
 __all__ = ["JitPoisson"]
 
@@ -63,13 +63,9 @@ class JitPoisson:
 
     def __init__(self, omega: np.ndarray, neumann: _Sides, *, singular: bool = False) -> None:
         self.singular = singular
-        self.levels: list[_Level] = [_Level(omega, neumann, 0.0)]
-        while int(self.levels[-1].omega.sum()) > _DIRECT_MAX and min(self.levels[-1].shape) >= 3:
-            coarse = _coarsen(self.levels[-1].omega, neumann)
-            if not coarse.any():
-                break
-            # singular: a small shift keeps the coarse levels definite (as in _multigrid)
-            self.levels.append(_Level(coarse, neumann, 1e-2 if singular else 0.0))
+        # singular: a small shift keeps the coarse levels definite (as in _multigrid)
+        self.levels: list[_Level] = [_Level(region, neumann, 1e-2 if singular and k else 0.0)
+                                     for k, region in enumerate(regions(omega, neumann, _DIRECT_MAX))]
         last = self.levels[-1]
         last.lu = direct_solver(last.omega, last.d, singular=singular and len(self.levels) == 1)
         self.pool: ThreadPoolExecutor | None = None

@@ -86,6 +86,18 @@ def _coarsen(omega: np.ndarray, neumann: _Sides) -> np.ndarray:
     return coarse
 
 
+def regions(omega: np.ndarray, neumann: _Sides, direct_max: int) -> list[np.ndarray]:
+    """The region of each level, finest first: coarsened (`_coarsen`) while a level has more than
+    `direct_max` unknowns (the last one is factorised directly)."""
+    out = [omega]
+    while int(out[-1].sum()) > direct_max and min(out[-1].shape) >= 3:
+        coarse = _coarsen(out[-1], neumann)
+        if not coarse.any():
+            break
+        out.append(coarse)
+    return out
+
+
 def _split(a: np.ndarray) -> _Parts:
     return {k: np.ascontiguousarray(a[k[0] :: 2, k[1] :: 2]) for k in _KEYS}
 
@@ -173,14 +185,10 @@ class MaskedPoisson:
     def __init__(self, omega: np.ndarray, neumann: _Sides, *, singular: bool = False) -> None:
         self.singular = singular
         self.pool: ThreadPoolExecutor | None = None  # set while one channel uses two threads
-        self.levels: list[_Level] = [_Level(omega, neumann, 0.0)]
-        while int(self.levels[-1].omega.sum()) > _DIRECT_MAX and min(self.levels[-1].shape) >= 3:
-            coarse = _coarsen(self.levels[-1].omega, neumann)
-            if not coarse.any():
-                break
-            # a singular problem stays singular on coarse levels: a small diagonal shift keeps the
-            # V-cycle positive definite (CG projects the constant mode out on the fine level)
-            self.levels.append(_Level(coarse, neumann, 1e-2 if singular else 0.0))
+        # a singular problem stays singular on coarse levels: a small diagonal shift keeps the
+        # V-cycle positive definite (CG projects the constant mode out on the fine level)
+        self.levels: list[_Level] = [_Level(region, neumann, 1e-2 if singular and k else 0.0)
+                                     for k, region in enumerate(regions(omega, neumann, _DIRECT_MAX))]
         self.levels[-1].factorize(singular and len(self.levels) == 1)
 
     def _clone(self) -> MaskedPoisson:
