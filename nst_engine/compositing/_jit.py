@@ -155,7 +155,6 @@ class JitPoisson:
             return np.ascontiguousarray(z[:, 1:-1, 1:-1]), [0] * C
         x = np.zeros((C, h, w), np.float32)
         p = np.zeros((C, h + 2, w + 2), np.float32)
-        q = np.zeros((C, h, w), np.float32)  # A p (only the spans are ever written)
         iterations = [0] * C
         active = r0 > 0.0
         if not active.any():
@@ -166,10 +165,10 @@ class JitPoisson:
         self._rows(h, K.direction, p, z, zero, L.span)
         best, stalled = r0.copy(), np.zeros(C, np.int64)
         for it in range(1, maxiter + 1):
-            self._rows(h, K.apply_a, p, L.d, L.span, q, acc)
+            self._rows(h, K.curvature, p, L.d, L.span, acc)
             pq = total()
             alpha = np.where(active, rz / np.where(pq > 0, pq, 1.0), 0.0).astype(np.float32)
-            self._rows(h, K.update, x, r, p, q, alpha, L.span, acc)
+            self._rows(h, K.update, x, r, p, L.d, alpha, L.span, acc)
             rn = np.sqrt(total())
             for c in np.flatnonzero(active):
                 # stop at the tolerance, or when float32 round-off stalls progress (8 steps without 10%)
@@ -202,6 +201,6 @@ def warm_up() -> None:
     K.restrict_residual(L.x, b, L.d, L.span, C.d, C.span, C.b, first, 0, 2)
     K.post_black(L.x, C.x, b, L.invd, L.d, L.span, first, 0, 4)
     K.post_red(L.x, b, L.invd, L.span, acc, first, 0, 4)
-    K.apply_a(L.x, L.d, L.span, L.b, acc, first, 0, 4)
-    K.update(np.zeros_like(b), np.zeros_like(b), L.x, b, coef, L.span, acc, first, 0, 4)
+    K.curvature(L.x, L.d, L.span, acc, first, 0, 4)
+    K.update(np.zeros_like(b), np.zeros_like(b), L.x, L.d, coef, L.span, acc, first, 0, 4)
     K.direction(L.x, L.x, coef, L.span, first, 0, 4)

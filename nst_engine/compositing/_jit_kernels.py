@@ -177,33 +177,35 @@ def post_red(x: np.ndarray, b: np.ndarray, invd: np.ndarray, span: np.ndarray, a
 
 
 @_exact
-def apply_a(p: np.ndarray, d: np.ndarray, span: np.ndarray, q: np.ndarray, acc: np.ndarray, chans: np.ndarray,
-            i0: int, i1: int) -> None:
-    """q = A p on Omega (0 elsewhere); acc[c, i] = row i's share of p.q (float64)."""
+def curvature(p: np.ndarray, d: np.ndarray, span: np.ndarray, acc: np.ndarray, chans: np.ndarray,
+              i0: int, i1: int) -> None:
+    """acc[c, i] = row i's share of p.(A p) (float64). A p itself is not stored: `update`
+    recomputes it, which costs less than writing it out and reading it back."""
     for c in chans:
         for i in range(i0, i1):
-            up, mid, dn, dr, qr = p[c, i], p[c, i + 1], p[c, i + 2], d[i], q[c, i]
+            up, mid, dn, dr = p[c, i], p[c, i + 1], p[c, i + 2], d[i]
             s = 0.0
             for j in range(span[i, 0], span[i, 1]):
                 v = dr[j] * mid[j + 1] - (up[j + 1] + dn[j + 1] + mid[j] + mid[j + 2])
                 v = v if dr[j] > 0.0 else 0.0
-                qr[j] = v
                 s += mid[j + 1] * v
             acc[c, i] = s
 
 
 @_exact
-def update(x: np.ndarray, r: np.ndarray, p: np.ndarray, q: np.ndarray, alpha: np.ndarray,
+def update(x: np.ndarray, r: np.ndarray, p: np.ndarray, d: np.ndarray, alpha: np.ndarray,
            span: np.ndarray, acc: np.ndarray, chans: np.ndarray, i0: int, i1: int) -> None:
-    """x += alpha p, r -= alpha q (alpha per channel); acc[c, i] = row i's share of r.r."""
+    """x += alpha p, r -= alpha A p (alpha per channel); acc[c, i] = row i's share of r.r."""
     for c in chans:
         a = alpha[c]
         for i in range(i0, i1):
-            xr, rr, pr, qr = x[c, i], r[c, i], p[c, i + 1], q[c, i]
+            xr, rr, up, mid, dn, dr = x[c, i], r[c, i], p[c, i], p[c, i + 1], p[c, i + 2], d[i]
             s = 0.0
             for j in range(span[i, 0], span[i, 1]):
-                xr[j] += a * pr[j + 1]
-                v = rr[j] - a * qr[j]
+                xr[j] += a * mid[j + 1]
+                q = dr[j] * mid[j + 1] - (up[j + 1] + dn[j + 1] + mid[j] + mid[j + 2])
+                q = np.float32(q if dr[j] > 0.0 else 0.0)  # as `curvature` would have stored it
+                v = rr[j] - a * q
                 rr[j] = v
                 s += v * v
             acc[c, i] = s
