@@ -161,7 +161,7 @@ class _Problem:
     t_rect: np.ndarray  # the target on the rectangle, HxWxC in its own dtype (a view)
     s_rect: np.ndarray  # the source on the rectangle (edge pixels replicated where it does not reach)
     r: np.ndarray  # right-hand side for the correction x = f - f0 (zero outside Omega; the solver may overwrite it)
-    mixed_f0: np.ndarray | None = None  # mixed mode's first guess: source on Omega, target elsewhere
+    _f0: np.ndarray | None = None  # the first guess as planes, once made (see `f0`)
     _T: np.ndarray | None = None
 
     @property
@@ -174,9 +174,9 @@ class _Problem:
     @property
     def f0(self) -> np.ndarray:
         """The first guess: the source on Omega (elsewhere the target in mixed mode, or unused)."""
-        if self.mixed_f0 is None:
-            self.mixed_f0 = _planes(self.s_rect, self.r.shape[0], self.r.dtype.type, "source")
-        return self.mixed_f0
+        if self._f0 is None:
+            self._f0 = _planes(self.s_rect, self.r.shape[0], self.r.dtype.type, "source")
+        return self._f0
 
     def degrees(self) -> np.ndarray:
         """|N_p| on Omega (0 elsewhere): the matrix diagonal."""
@@ -246,7 +246,7 @@ def _setup(source: np.ndarray, target: np.ndarray, mask: np.ndarray, mode: str, 
         return pb
     else:
         T, S = pb.T, pb.f0
-        f0 = pb.mixed_f0 = np.where(omega, S, T)
+        f0 = pb._f0 = np.where(omega, S, T)
         for axis in (1, 2):
             a_list, b_list = [slice(None)] * 3, [slice(None)] * 3
             a_list[axis], b_list[axis] = slice(None, -1), slice(1, None)
@@ -292,7 +292,7 @@ def _finish(pb: _Problem, x: np.ndarray, iterations: list[int]) -> BlendReport:
     x0, y0, x1, y1 = pb.box
     out = pb.target.copy()
     soft = bool((pb.m[pb.omega] < 1).any())
-    if out.dtype in _INT_MAX and not soft and not pb.singular and pb.mixed_f0 is None:
+    if out.dtype in _INT_MAX and not soft and not pb.singular and pb._f0 is None:
         # seamless, hard mask, 8/16-bit: f = source + x, rounded straight into the output; x is
         # ours, so no full-size float copy is made
         top = _INT_MAX[out.dtype]
