@@ -5,8 +5,11 @@ Same method, same system: conjugate gradients preconditioned by one symmetric V(
 the coarsest level). What differs is how it runs: each smoothing sweep, residual, restriction,
 prolongation and CG vector update is one fused pass over memory instead of several numpy passes
 with temporaries, all colour channels go through each pass together (one CG per channel, with its
-own step sizes and stopping test), and a level's rows are split over threads. It touches about a
-third of the memory per iteration and allocates nothing inside the iteration loop.
+own step sizes and stopping test; a converged channel drops out), the columns outside Omega are
+skipped, and a level's rows are split over threads. The V-cycle makes 4 passes over the fine grid
+instead of 7, CG's update recomputes A p instead of storing it, and nothing is allocated inside
+the iteration loop. On a 4 MP blend it solves in 1.84 s what the numpy version does in 2.97 s
+(session 9's closing note).
 
 Used by `poisson.py` when numba imports; `_multigrid.MaskedPoisson` (pure numpy) stays the fallback.
 """
