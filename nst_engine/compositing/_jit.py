@@ -25,11 +25,10 @@ from . import _jit_kernels as K
 from ._laplacian import Sides as _Sides
 from ._laplacian import degrees as _degrees
 from ._laplacian import direct_solver
-from ._multigrid import regions
+from ._multigrid import _DIRECT_MAX, regions  # the same levels as the numpy solver
 
 __all__ = ["JitPoisson"]
 
-_DIRECT_MAX = 12_000  # unknowns: factorise the level directly at or below this size
 _PARALLEL_MIN = 64  # rows: below this a level's passes run in one thread
 
 

@@ -79,16 +79,15 @@ class BlendReport:
 
 
 def _planes(image: np.ndarray, channels: int, work: type, name: str) -> np.ndarray:
-    """The first `channels` channels of an HxWxC image as (channels, H, W) in 0..1, dtype `work`."""
+    """The first `channels` channels of an HxWxC image (uint8, uint16 or float: `_setup` checked
+    it) as (channels, H, W) in 0..1, dtype `work`."""
     out = np.empty((channels, *image.shape[:2]), dtype=work)
     for k in range(channels):
         plane = image[:, :, k]
         if image.dtype in _INT_MAX:
             np.multiply(plane, work(1.0 / _INT_MAX[image.dtype]), out=out[k])
-        elif image.dtype.kind == "f":
-            out[k] = plane
         else:
-            raise InputError(name, f"array {image.shape} {image.dtype}", "dtype must be uint8, uint16 or float")
+            out[k] = plane
     if image.dtype.kind == "f" and not np.isfinite(out).all():
         raise InputError(name, f"array {image.shape} {image.dtype}", "contains NaN or infinity")
     return out
