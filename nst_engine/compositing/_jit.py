@@ -2,14 +2,22 @@
 
 Same method, same system: conjugate gradients preconditioned by one symmetric V(1,1)-cycle
 (red-black Gauss-Seidel, bilinear P and P^T, coarse regions from `_multigrid._coarsen`, SuperLU on
-the coarsest level). What differs is how it runs: each smoothing sweep, residual, restriction,
-prolongation and CG vector update is one fused pass over memory instead of several numpy passes
-with temporaries, all colour channels go through each pass together (one CG per channel, with its
-own step sizes and stopping test; a converged channel drops out), the columns outside Omega are
-skipped, and a level's rows are split over threads. The V-cycle makes 4 passes over the fine grid
-instead of 7, CG's update recomputes A p instead of storing it, and nothing is allocated inside
-the iteration loop. On bench_poisson's 4 MP blend, on 2 cores, it solves in 1.8–2.0 s what the
-numpy version solves in 2.6–3.0 s (session 9's closing note): both are bound by memory bandwidth.
+the coarsest level). What differs is how it runs:
+
+* the V-cycle makes two passes over each level (`restrict`: pre-smoother, residual and
+  restriction; `smooth`: coarse correction and post-smoother), the smoothed rows that a pass
+  needs from its neighbours recomputed in small rings instead of written out and read back;
+* CG makes two (`direction`: the new direction and p.(A p); `update`: x, r and r.r), and A p is
+  recomputed instead of stored;
+* all colour channels go through each pass together (one CG per channel, with its own step
+  sizes and stopping test; a converged channel drops out), the columns outside Omega are
+  skipped, a level's rows are split over threads, and the row loops vectorise;
+* nothing is allocated inside the iteration loop but a few rows.
+
+The result is bit-identical to the first compiled version (seven passes per iteration, loops
+that did not vectorise) and the same for any split of the rows over threads. On bench_poisson's
+4 MP blend, on 2 cores, it solves in 0.75-1.0 s what that version solved in 1.8-2.4 s and the
+numpy version in 2.6-3.0 s (session 10's closing note).
 
 Used by `poisson.py` when numba imports; `_multigrid.MaskedPoisson` (pure numpy) stays the fallback.
 """
@@ -74,18 +82,41 @@ class JitPoisson:
         self.threads = 1
         self.chans = np.zeros(0, np.int64)  # the channels CG still iterates on
 
+    def _bands(self, n: int) -> list[int]:
+        """Row cuts of a level of n rows: `threads` bands on large levels, else one."""
+        k = 1 if self.pool is None or n < _PARALLEL_MIN else self.threads
+        return [n * i // k for i in range(k + 1)]
+
     def _rows(self, n: int, kernel: Callable[..., None], *args: object) -> None:
-        """kernel(*args, chans, i0, i1) over the rows 0..n for the channels still iterating, in
-        `threads` bands at once on large levels."""
-        chans = self.chans
-        if self.pool is None or self.threads == 1 or n < _PARALLEL_MIN:
-            kernel(*args, chans, 0, n)
-            return
-        cuts = [n * k // self.threads for k in range(self.threads + 1)]
-        futures = [self.pool.submit(kernel, *args, chans, cuts[k], cuts[k + 1]) for k in range(1, self.threads)]
+        """kernel(*args, chans, i0, i1) over the bands of rows 0..n (`_bands`) for the channels
+        still iterating, the bands at once."""
+        chans, cuts = self.chans, self._bands(n)
+        futures = [self.pool.submit(kernel, *args, chans, cuts[k], cuts[k + 1])  # type: ignore[union-attr]
+                   for k in range(1, len(cuts) - 1)]
         kernel(*args, chans, cuts[0], cuts[1])
         for f in futures:
             f.result()
+
+    def _direction(self, p: np.ndarray, z: np.ndarray, beta: np.ndarray, acc: np.ndarray) -> np.ndarray:
+        """p = z + beta p and p.(A p) per channel (`K.direction`); each band's first and last rows
+        are copied into p once every band is done."""
+        L = self.levels[0]
+        h, chans = L.shape[0], self.chans
+        cuts = self._bands(h)
+        edges = [np.zeros((p.shape[0], 2, p.shape[2]), np.float32) for _ in cuts[1:]]
+        futures = [self.pool.submit(K.direction, p, z, beta, L.d, L.span, acc, edges[k], chans,  # type: ignore[union-attr]
+                                    cuts[k], cuts[k + 1]) for k in range(1, len(cuts) - 1)]
+        K.direction(p, z, beta, L.d, L.span, acc, edges[0], chans, cuts[0], cuts[1])
+        for f in futures:
+            f.result()
+        for k, edge in enumerate(edges):
+            i0, i1 = cuts[k], cuts[k + 1]
+            if i1 == i0:
+                continue
+            p[chans, i0 + 1] = edge[chans, 0]
+            if i1 - 1 > i0:
+                p[chans, i1] = edge[chans, 1]
+        return acc.sum(axis=1)  # row sums in a fixed order: threads do not change the last bit
 
     def _vcycle(self, k: int, b: np.ndarray) -> np.ndarray:
         """One V-cycle for A_k y = b from y = 0; returns the level's padded solution."""
@@ -97,13 +128,10 @@ class JitPoisson:
             sol = L.lu(b[:, L.omega].T.astype(np.float64))
             x[:, 1:-1, 1:-1][:, L.omega] = np.asarray(sol, np.float32).reshape(-1, b.shape[0]).T
             return x
-        self._rows(h, K.pre_smooth, x, b, L.invd, L.span)
         C = self.levels[k + 1]
-        self._rows(C.shape[0], K.restrict_residual, x, b, L.d, L.span, C.d, C.span, C.b)
+        self._rows(C.shape[0], K.restrict, b, L.invd, L.d, L.span, C.d, C.span, C.b)
         e = self._vcycle(k + 1, C.b)
-        # post-smoothing in the reverse colour order (black, then red) keeps the cycle symmetric
-        self._rows(h, K.post_black, x, e, b, L.invd, L.d, L.span)
-        self._rows(h, K.post_red, x, b, L.invd, L.span, L.acc)
+        self._rows(h, K.smooth, x, e, b, L.invd, L.d, L.span, L.acc)
         return x
 
     def _center(self, a: np.ndarray) -> None:
@@ -163,12 +191,9 @@ class JitPoisson:
             return x, iterations
         self.chans = np.flatnonzero(active).astype(np.int64)
         z, rz = self._precondition(r)
-        zero = np.zeros(C, np.float32)
-        self._rows(h, K.direction, p, z, zero, L.span)
+        pq = self._direction(p, z, np.zeros(C, np.float32), acc)
         best, stalled = r0.copy(), np.zeros(C, np.int64)
         for it in range(1, maxiter + 1):
-            self._rows(h, K.curvature, p, L.d, L.span, acc)
-            pq = total()
             alpha = np.where(active, rz / np.where(pq > 0, pq, 1.0), 0.0).astype(np.float32)
             self._rows(h, K.update, x, r, p, L.d, alpha, L.span, acc)
             rn = np.sqrt(total())
@@ -183,7 +208,7 @@ class JitPoisson:
             self.chans = np.flatnonzero(active).astype(np.int64)  # converged channels stay as they are
             z, rz_new = self._precondition(r)
             beta = np.where(active, rz_new / np.where(rz != 0, rz, 1.0), 0.0).astype(np.float32)
-            self._rows(h, K.direction, p, z, beta, L.span)
+            pq = self._direction(p, z, beta, acc)
             rz = rz_new
         if self.singular:
             self._center(x)
@@ -199,10 +224,7 @@ def warm_up() -> None:
     L.allocate(1)
     C.allocate(1)
     b, acc, coef, first = L.b, L.acc, np.zeros(1, np.float32), np.zeros(1, np.int64)
-    K.pre_smooth(L.x, b, L.invd, L.span, first, 0, 4)
-    K.restrict_residual(L.x, b, L.d, L.span, C.d, C.span, C.b, first, 0, 2)
-    K.post_black(L.x, C.x, b, L.invd, L.d, L.span, first, 0, 4)
-    K.post_red(L.x, b, L.invd, L.span, acc, first, 0, 4)
-    K.curvature(L.x, L.d, L.span, acc, first, 0, 4)
+    K.restrict(b, L.invd, L.d, L.span, C.d, C.span, C.b, first, 0, 2)
+    K.smooth(L.x, C.x, b, L.invd, L.d, L.span, acc, first, 0, 4)
+    K.direction(L.x, L.x, coef, L.d, L.span, acc, np.zeros((1, 2, 6), np.float32), first, 0, 4)
     K.update(np.zeros_like(b), np.zeros_like(b), L.x, L.d, coef, L.span, acc, first, 0, 4)
-    K.direction(L.x, L.x, coef, L.span, first, 0, 4)
