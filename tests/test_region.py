@@ -44,6 +44,18 @@ def test_outside_the_selection_and_alpha_are_the_original(composite, soft):
     assert not np.array_equal(res.image[mask == 1], image[mask == 1])
 
 
+@pytest.mark.parametrize("composite", ["poisson", "feather"])
+def test_a_poisson_composite_loads_its_solver_while_stylize_fn_runs(monkeypatch, composite):
+    from nst_engine.compositing import poisson
+
+    calls = []
+    monkeypatch.setattr(poisson, "prepare", lambda pixels: calls.append(("prepare", pixels)))
+    image, mask = _image(), _selection()
+    stylize_region(image, mask, lambda crop: calls.append(("stylize",)) or 1.0 - crop, composite=composite)
+    expected = [("prepare", int((mask > 0).sum())), ("stylize",)] if composite == "poisson" else [("stylize",)]
+    assert calls == expected  # the solver's kernels (if the region is large) load before the slow part
+
+
 def test_crop_and_the_call_to_stylize_fn():
     image, mask = _image(), _selection()
     seen = []

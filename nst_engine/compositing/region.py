@@ -31,6 +31,7 @@ from skimage.transform import resize
 
 from nst_engine.errors import InputError
 
+from . import poisson
 from .poisson import _mask_float, _mask_values, poisson_blend_report, to_unit_float
 
 __all__ = ["RegionResult", "stylize_region", "crop_box"]
@@ -115,6 +116,9 @@ def stylize_region(
         raise InputError("stylize_fn", stylize_fn, "expected a callable")
 
     x0, y0, x1, y1 = crop_box(m, int(margin))
+    sel = m > 0
+    if composite == "poisson" and not sel.all():
+        poisson.prepare(int(np.count_nonzero(sel)))  # a large blend's solver loads while stylize_fn runs
     crop = np.ascontiguousarray(img[y0:y1, x0:x1, :3], dtype=np.float32)
     styl = np.asarray(stylize_fn(crop))
     if styl.ndim != 3 or styl.shape[2] not in (3, 4) or min(styl.shape[:2]) == 0:
@@ -125,7 +129,6 @@ def stylize_region(
         styl = resize(styl, crop.shape, order=1, anti_aliasing=shrink, preserve_range=True).astype(np.float32)
 
     note = ""
-    sel = m > 0
     layer = np.zeros(m.shape, np.float32)
     if composite == "poisson" and sel.all():
         # no boundary to match (Poisson would only fix a constant): paste the stylized image
