@@ -163,6 +163,39 @@ def test_nearly_singular_region(backend, hole):
         assert np.abs(poisson_blend(source, target, omega, mode=mode) - exact).max() <= 1e-3
 
 
+@needs_numba
+@pytest.mark.parametrize("dtype", [np.uint8, np.uint16])
+@pytest.mark.parametrize("name", ["disk", "holes", "several", "border"])
+def test_compiled_mixed_right_hand_side_equals_numpy(monkeypatch, dtype, name):
+    """Large mixed blends of 8/16-bit images build their right-hand side compiled, from the images
+    themselves: the same bits as numpy's, also with an offset and a soft mask, and grey + alpha."""
+    from nst_engine.compositing.poisson import _setup
+
+    top = np.iinfo(dtype).max
+    source, target = (np.rint(a * top).astype(dtype) for a in _images(4))
+    grey_alpha = np.dstack([source[..., 0], np.full((H, W), top, dtype)]), target[..., :1]
+    omega = _masks()[name]
+    soft = np.where(omega, 0.5 + 0.5 * _disk(48, 64, 30), 0.0)
+    cases = [(source, target, omega, (0, 0)), (source[5:90, 3:120], target, omega[5:90, 3:120], (7, -4)),
+             (source, target, soft, (0, 0)), (*grey_alpha, omega, (0, 0))]
+    for s, t, m, offset in cases:
+        numpy_rhs = _setup(s, t, m, "mixed", offset, np.float32)
+        monkeypatch.setattr(poisson, "JIT_MIN", 0)
+        compiled = _setup(s, t, m, "mixed", offset, np.float32)
+        monkeypatch.setattr(poisson, "JIT_MIN", 10**12)
+        assert numpy_rhs._f0 is not None and compiled._f0 is None  # no float copies of the images
+        assert np.array_equal(compiled.r, numpy_rhs.r)
+    # whole blends, the same solver either way (hard masks take `_finish`'s path for f0 = source)
+    monkeypatch.setattr(poisson, "_solver_class", lambda unknowns: _multigrid.MaskedPoisson)
+    for m in (omega, soft):
+        slow = poisson_blend(source, target, m, mode="mixed")
+        with monkeypatch.context() as mp:
+            mp.setattr(poisson, "JIT_MIN", 0)
+            fast = poisson_blend(source, target, m, mode="mixed")
+        # the same solution; rounding f = source + x directly may land one level apart
+        assert np.abs(fast.astype(np.int64) - slow).max() <= 1 and np.mean(fast != slow) < 0.01
+
+
 def test_threads_do_not_change_the_result(monkeypatch, backend):
     monkeypatch.setattr(_multigrid, "_PARALLEL_MIN", 1)  # split even these small levels over threads
     if _jit is not None:

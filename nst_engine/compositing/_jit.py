@@ -228,3 +228,6 @@ def warm_up() -> None:
     K.smooth(L.x, C.x, b, L.invd, L.d, L.span, acc, first, 0, 4)
     K.direction(L.x, L.x, coef, L.d, L.span, acc, np.zeros((1, 2, 6), np.float32), first, 0, 4)
     K.update(np.zeros_like(b), np.zeros_like(b), L.x, L.d, coef, L.span, acc, first, 0, 4)
+    for dtype in (np.uint8, np.uint16):  # the mixed right-hand side, for both integer images
+        img = np.zeros((4, 4, 3), dtype)
+        K.mixed_rhs(img, img, omega, np.float32(1.0), np.float32(1.0), np.zeros((3, 4, 4), np.float32))

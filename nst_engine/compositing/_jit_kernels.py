@@ -297,3 +297,42 @@ def update(x: np.ndarray, r: np.ndarray, p: np.ndarray, d: np.ndarray, alpha: np
                 rr[k] = v
                 tmp[k] = v * v
             acc[c, i] = _sum(tmp, n)
+
+
+@_row
+def _mixed_term(s: np.ndarray, t: np.ndarray, omega: np.ndarray, i: int, j: int, qi: int, qj: int, c: int,
+                sp: np.float32, tp: np.float32, s_scale: np.float32, t_scale: np.float32) -> np.float32:
+    """v_pq - (f0_p - f0_q) for p = (i, j) in Omega and its neighbour q: v_pq the stronger of the
+    source's and the target's differences (paper eq. 13), f0 the source on Omega, else the target."""
+    sq = np.float32(s[qi, qj, c]) * s_scale
+    tq = np.float32(t[qi, qj, c]) * t_scale
+    vs, vt = sp - sq, tp - tq
+    v = vt if abs(vt) > abs(vs) else vs
+    return v - (sp - (sq if omega[qi, qj] else tq))
+
+
+@_exact
+def mixed_rhs(t: np.ndarray, s: np.ndarray, omega: np.ndarray, t_scale: np.float32, s_scale: np.float32,
+              r: np.ndarray) -> None:
+    """The right-hand side of a mixed-gradient blend (`poisson._setup`) from the 8/16-bit images
+    themselves (HxWxC on the solve rectangle, scaled to 0..1 by t_scale and s_scale), with no float
+    copy of them: r[c, i, j] = sum over the 4-neighbours q in the rectangle of v_pq - (f0_p - f0_q),
+    on Omega; r stays 0 elsewhere."""
+    h, w = omega.shape
+    for i in range(h):
+        for j in range(w):
+            if not omega[i, j]:
+                continue
+            for c in range(r.shape[0]):
+                sp = np.float32(s[i, j, c]) * s_scale
+                tp = np.float32(t[i, j, c]) * t_scale
+                acc = np.float32(0.0)
+                if i + 1 < h:
+                    acc += _mixed_term(s, t, omega, i, j, i + 1, j, c, sp, tp, s_scale, t_scale)
+                if i > 0:
+                    acc += _mixed_term(s, t, omega, i, j, i - 1, j, c, sp, tp, s_scale, t_scale)
+                if j + 1 < w:
+                    acc += _mixed_term(s, t, omega, i, j, i, j + 1, c, sp, tp, s_scale, t_scale)
+                if j > 0:
+                    acc += _mixed_term(s, t, omega, i, j, i, j - 1, c, sp, tp, s_scale, t_scale)
+                r[c, i, j] = acc

@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import warnings
 from dataclasses import dataclass
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
@@ -243,6 +244,12 @@ def _setup(source: np.ndarray, target: np.ndarray, mask: np.ndarray, mode: str, 
         # r_p = sum over neighbours q outside Omega of (T_q - S_q), nonzero on Omega's inner edge only
         _seamless_rhs(r, t_rect, s_rect, omega)
         return pb
+    ints = t_rect.dtype in _INT_MAX and s_rect.dtype in _INT_MAX
+    kernel = _mixed_kernel(int(np.count_nonzero(omega))) if ints and work is np.float32 else None
+    if kernel is not None:
+        # compiled, from the images themselves: no float copies (~20x faster at 4 MP, same bits)
+        kernel(t_rect, s_rect, omega, np.float32(1.0 / _INT_MAX[t_rect.dtype]),
+               np.float32(1.0 / _INT_MAX[s_rect.dtype]), r)
     else:
         T, S = pb.T, pb.f0
         f0 = pb._f0 = np.where(omega, S, T)
@@ -256,7 +263,7 @@ def _setup(source: np.ndarray, target: np.ndarray, mask: np.ndarray, mode: str, 
             g = v - (f0[a] - f0[b])
             r[a] += g
             r[b] -= g
-    r *= omega
+        r *= omega
     return pb
 
 
@@ -292,8 +299,9 @@ def _finish(pb: _Problem, x: np.ndarray, iterations: list[int]) -> BlendReport:
     out = pb.target.copy()
     soft = bool((pb.m[pb.omega] < 1).any())
     if out.dtype in _INT_MAX and not soft and not pb.singular and pb._f0 is None:
-        # seamless, hard mask, 8/16-bit: f = source + x, rounded straight into the output; x is
-        # ours, so no full-size float copy is made
+        # hard mask, 8/16-bit, f0 the source on Omega (seamless, or mixed with the compiled
+        # right-hand side): f = source + x, rounded straight into the output; x is ours, so no
+        # full-size float copy is made
         top = _INT_MAX[out.dtype]
         s_scale = top / _INT_MAX[pb.s_rect.dtype] if pb.s_rect.dtype in _INT_MAX else top
         for k in range(x.shape[0]):
@@ -334,6 +342,18 @@ def _solver_class(unknowns: int) -> type[MaskedPoisson] | type[JitPoisson]:
     except ImportError:
         return MaskedPoisson
     return JitPoisson
+
+
+def _mixed_kernel(unknowns: int) -> Callable[..., None] | None:
+    """The compiled right-hand side of a mixed blend (`_jit_kernels.mixed_rhs`) where the compiled
+    solver runs (`_solver_class`), else None (numpy)."""
+    if unknowns < JIT_MIN:
+        return None
+    try:
+        from ._jit_kernels import mixed_rhs
+    except ImportError:
+        return None
+    return mixed_rhs  # type: ignore[no-any-return]
 
 
 def prepare(pixels: int) -> None:
