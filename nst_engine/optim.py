@@ -78,9 +78,10 @@ class PixelOptimizer:
         x = self.x
         self.evaluations += 1
         # Departure for reduced precision: under "hybrid" the first steps after a (re)start run
-        # in fp32. L-BFGS's first step is tiny, so its first curvature pairs are gradient
-        # differences below bf16's rounding; with them in fp32 the hybrid's final loss stayed
-        # within 1 % of fp32's (bench/bench_precision.py), without them it was up to 25 % off.
+        # in fp32. L-BFGS's first steps are short, so its first curvature pairs are gradient
+        # differences near bf16's rounding; with them in fp32 the hybrid's final loss stayed
+        # within 1 % of fp32's (bench/bench_precision.py), without them it was up to 25 % off
+        # (measured with torch's first step, which moved far less than lbfgs.FIRST_STEP does).
         with fp32_under_hybrid(self.evaluations <= HYBRID_WARMUP):
             total, parts, grad = self.objective.value_and_grad(x)
         assert grad is not None

@@ -216,31 +216,34 @@ def _texture(channel: int, rng: np.random.Generator) -> np.ndarray:
     return out.astype(np.float32)
 
 
-def _seam(image: np.ndarray) -> tuple[float, float]:
-    """The largest row-to-row change of the mean row colour across the middle band (rows 16..32),
-    and the 90th percentile of it away from the middle: textures average out along a row, a seam
-    between two regions does not."""
+def _seam(image: np.ndarray) -> float:
+    """How much of the colour change between the halves happens in one row: the largest row-to-row
+    change of the mean row colour in the middle band (rows 18..30) over the change from the top
+    band's mean colour to the bottom band's. A seam is one big jump (near 1); a soft transition
+    spreads the change over many rows (near 1/width). Textures average out along a row."""
     profile = image.mean(axis=1)
     dy = np.linalg.norm(np.diff(profile, axis=0), axis=1)
-    return float(dy[16:32].max()), float(np.percentile(np.concatenate([dy[2:14], dy[34:-2]]), 90))
+    return float(dy[18:30].max() / np.linalg.norm(profile[30:36].mean(0) - profile[12:18].mean(0)))
 
 
 def test_soft_masks_leave_no_seam() -> None:
     rng = np.random.default_rng(0)
     red, blue = _texture(0, rng), _texture(2, rng)
     content = _smooth_content(48, 48)
-    cfg = StyleConfig(size=48, steps=30, content_weight=0.02)
+    # Shallow style layers: at 48 px the deep ones see the whole image, and in 30 steps the halves
+    # would not yet differ enough to tell a seam from a soft transition.
+    cfg = StyleConfig(size=48, steps=30, content_weight=0.02, style_layers=("relu1_1", "relu2_1", "relu3_1"))
     seams = {}
     for soft in (12.0, 0.0):
         top, bottom = _halves(48, 48, soft=soft)
         r = stylize(content, [], cfg, regions=[Region(top, red), Region(bottom, blue)])
         seams[soft] = _seam(r.image)
-        if soft:
-            assert float(np.abs(r.image - content).mean()) > 0.03  # it was stylized
-    soft_seam, elsewhere = seams[12.0]
-    assert soft_seam < 0.8 * elsewhere, seams  # measured 0.51x
+        assert float(np.abs(r.image - content).mean()) > 0.03  # it was stylized
+    # Measured 0.12 (soft) and 0.33 (hard); over two texture seeds, 30 and 60 steps, with and
+    # without L-BFGS's step cap: soft 0.12-0.19, hard 1.3-2.8x the soft one.
+    assert seams[12.0] < 0.25, seams
     # The measure sees a seam where there is one: a hard mask's is well above the soft one's.
-    assert seams[0.0][0] > 1.5 * soft_seam, seams  # measured 2.7x
+    assert seams[0.0] > 1.5 * seams[12.0], seams
 
 
 def test_regions_coarse_to_fine_and_thin_images(content96: np.ndarray) -> None:
