@@ -61,6 +61,25 @@ def _clear_outside(out: np.ndarray, lo: int, hi: int) -> None:
     out[hi + 1 :] = 0.0
 
 
+@_row
+def _open_row(span: np.ndarray, i: int, out: np.ndarray) -> tuple[int, int]:
+    """Row i's span (lo, hi), with out zeroed outside it; for a row outside the grid, all of out
+    zeroed and an empty span."""
+    if i < 0 or i >= span.shape[0]:
+        out[:] = 0.0
+        return 0, 0
+    lo, hi = span[i, 0], span[i, 1]
+    _clear_outside(out, lo, hi)
+    return lo, hi
+
+
+@_row
+def _around(up: np.ndarray, mid: np.ndarray, dn: np.ndarray, lo: int,
+            hi: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The padded neighbour rows over the span: up and down at k, left and right at k and k + 2."""
+    return up[lo + 1 : hi + 1], mid[lo : hi + 2], dn[lo + 1 : hi + 1]
+
+
 # The row loops below run over slices with an index k from 0: with `for j in range(lo, hi)`, numba's
 # wrap-around of negative indices made LLVM vectorise them with gathers and scatters, 2-3x slower.
 
@@ -69,11 +88,9 @@ def _clear_outside(out: np.ndarray, lo: int, hi: int) -> None:
 def _red(b: np.ndarray, invd: np.ndarray, span: np.ndarray, c: int, i: int, out: np.ndarray) -> None:
     """out[j+1] = b / |N_p| on the red pixels of row i (the pre-smoother's red half-sweep from
     x = 0), 0 elsewhere and outside the grid."""
-    if i < 0 or i >= invd.shape[0]:
-        out[:] = 0.0
+    lo, hi = _open_row(span, i, out)
+    if hi == lo:
         return
-    lo, hi = span[i, 0], span[i, 1]
-    _clear_outside(out, lo, hi)
     br, ir, o, par = b[c, i, lo:hi], invd[i, lo:hi], out[lo + 1 : hi + 1], (i + lo) & 1
     for k in range(hi - lo):  # every column, the red ones kept (k & 1 == par)
         v = br[k] * ir[k]
@@ -86,13 +103,11 @@ def _black(b: np.ndarray, invd: np.ndarray, span: np.ndarray, c: int, i: int, up
     """out[j+1] = (b + the 4 neighbours in up/mid/dn) / |N_p| on the black pixels of row i: a black
     half-sweep, given the red values of rows i-1, i, i+1. Red pixels of `out` get mid's (keep_red)
     or 0; outside the span and the grid, 0."""
-    if i < 0 or i >= invd.shape[0]:
-        out[:] = 0.0
+    lo, hi = _open_row(span, i, out)
+    if hi == lo:
         return
-    lo, hi = span[i, 0], span[i, 1]
-    _clear_outside(out, lo, hi)
     br, ir, o, par = b[c, i, lo:hi], invd[i, lo:hi], out[lo + 1 : hi + 1], (i + lo) & 1
-    u, m, dw = up[lo + 1 : hi + 1], mid[lo : hi + 2], dn[lo + 1 : hi + 1]
+    u, m, dw = _around(up, mid, dn, lo, hi)
     if keep_red:
         for k in range(hi - lo):
             v = (br[k] + u[k] + dw[k] + m[k] + m[k + 2]) * ir[k]
@@ -108,13 +123,11 @@ def _red_residual(b: np.ndarray, d: np.ndarray, span: np.ndarray, c: int, i: int
                   dn: np.ndarray, out: np.ndarray) -> None:
     """out[j+1] = (b - A x) on the red pixels of Omega of row i, x's rows i-1, i, i+1 given (padded);
     0 elsewhere and outside the grid."""
-    if i < 0 or i >= d.shape[0]:
-        out[:] = 0.0
+    lo, hi = _open_row(span, i, out)
+    if hi == lo:
         return
-    lo, hi = span[i, 0], span[i, 1]
-    _clear_outside(out, lo, hi)
     br, dr, o, par = b[c, i, lo:hi], d[i, lo:hi], out[lo + 1 : hi + 1], (i + lo) & 1
-    u, m, dw = up[lo + 1 : hi + 1], mid[lo : hi + 2], dn[lo + 1 : hi + 1]
+    u, m, dw = _around(up, mid, dn, lo, hi)
     for k in range(hi - lo):
         v = br[k] + u[k] + dw[k] + m[k] + m[k + 2] - dr[k] * m[k + 1]
         o[k] = v if dr[k] > 0.0 and k & 1 == par else np.float32(0.0)
