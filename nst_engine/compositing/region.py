@@ -32,7 +32,8 @@ from skimage.transform import resize
 from nst_engine.errors import InputError
 
 from . import poisson
-from .poisson import _mask_float, _mask_values, poisson_blend_report, to_unit_float
+from ._inputs import _mask_float, _mask_values
+from .poisson import poisson_blend_report, to_unit_float
 
 __all__ = ["RegionResult", "stylize_region", "crop_box"]
 
