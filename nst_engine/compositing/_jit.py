@@ -17,7 +17,7 @@ the coarsest level). What differs is how it runs:
 The result is bit-identical to the first compiled version (seven passes per iteration, loops
 that did not vectorise) and the same for any split of the rows over threads. On bench_poisson's
 4 MP blend, on 2 cores, it solves in 0.75-1.0 s what that version solved in 1.8-2.4 s and the
-numpy version in 2.6-3.0 s (session 10's closing note).
+numpy version in 2.6-3.0 s (the closing note of sessions 10-11).
 
 Used by `poisson.py` when numba imports; `_multigrid.MaskedPoisson` (pure numpy) stays the fallback.
 """
