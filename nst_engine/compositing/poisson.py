@@ -42,6 +42,7 @@ from __future__ import annotations
 import warnings
 from dataclasses import dataclass
 from collections.abc import Callable
+from types import ModuleType
 from typing import TYPE_CHECKING, Literal
 
 import numpy as np
@@ -264,28 +265,30 @@ def _finish(pb: _Problem, x: np.ndarray, iterations: list[int]) -> BlendReport:
 JIT_MIN = 1_000_000
 
 
+def _compiled(unknowns: int) -> ModuleType | None:
+    """The compiled solver's module (`_jit`) for a region of `unknowns` pixels: None below
+    `JIT_MIN` or without numba."""
+    if unknowns < JIT_MIN:
+        return None
+    try:
+        from . import _jit
+    except ImportError:
+        return None
+    return _jit
+
+
 def _solver_class(unknowns: int) -> type[MaskedPoisson] | type[JitPoisson]:
     """The compiled solver (`_jit.py`) for large regions when numba is installed, else the numpy
     one: the same method, results within the tolerance of each other."""
-    if unknowns < JIT_MIN:
-        return MaskedPoisson
-    try:
-        from ._jit import JitPoisson
-    except ImportError:
-        return MaskedPoisson
-    return JitPoisson
+    jit = _compiled(unknowns)
+    return MaskedPoisson if jit is None else jit.JitPoisson
 
 
 def _mixed_kernel(unknowns: int) -> Callable[..., None] | None:
     """The compiled right-hand side of a mixed blend (`_jit_kernels.mixed_rhs`) where the compiled
     solver runs (`_solver_class`), else None (numpy)."""
-    if unknowns < JIT_MIN:
-        return None
-    try:
-        from ._jit_kernels import mixed_rhs
-    except ImportError:
-        return None
-    return mixed_rhs  # type: ignore[no-any-return]
+    jit = _compiled(unknowns)
+    return None if jit is None else jit.K.mixed_rhs  # type: ignore[no-any-return]
 
 
 def prepare(pixels: int) -> None:
@@ -297,11 +300,9 @@ def prepare(pixels: int) -> None:
     import threading
 
     def load() -> None:
-        try:
-            from ._jit import warm_up
-        except ImportError:  # no numba: the numpy solver it is
-            return
-        warm_up()
+        jit = _compiled(pixels)
+        if jit is not None:  # None without numba: the numpy solver it is
+            jit.warm_up()
 
     threading.Thread(target=load, daemon=True, name="nst-jit-warm-up").start()
 
